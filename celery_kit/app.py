@@ -1,0 +1,94 @@
+"""``make_app``: a plain ``celery.Celery`` built from validated ``Settings``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery
+
+from celery_kit.config import Settings
+from celery_kit.exceptions import ConfigError
+
+__all__ = ["make_app", "settings_of"]
+
+#: Attribute on the app that holds its Settings (no module-level registry: two apps
+#: in one process never share state).
+_ATTR = "_celery_kit_settings"
+
+
+def make_app(
+    name: str,
+    *,
+    settings: Settings | None = None,
+    config: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> Celery:
+    """Build a Celery app with the kit's safe defaults and the given configuration.
+
+    Args:
+        name: the app's main module name, as for ``Celery(name)``.
+        settings: a ready ``Settings``; exclusive with ``config`` and ``overrides``.
+        config: a TOML file (default: ``CELERY_KIT_CONFIG`` if set).
+        **overrides: settings by name, highest precedence (``tasks={"time_limit_s": 60}``).
+
+    Returns:
+        A ``celery.Celery`` whose ``conf`` carries the effective settings.
+
+    Raises:
+        ConfigError: invalid or unsafe settings (the message says what to change).
+    """
+    if settings is not None and (config is not None or overrides):
+        raise ConfigError(
+            "make_app(): pass either settings= or config=/keyword settings, not both"
+            " (build the Settings with those values instead)"
+        )
+    if settings is None:
+        settings = Settings(_config=config, **overrides)
+    app = Celery(name, amqp="celery_kit.publish:KitAMQP")
+    app.conf.update(settings.celery_conf())
+    setattr(app, _ATTR, settings)
+    app.on_after_finalize.connect(_check_task_limits, weak=False)
+    return app
+
+
+def settings_of(app: Celery) -> Settings:
+    """The ``Settings`` an app was built from.
+
+    Raises:
+        ConfigError: the app was not built by :func:`make_app`.
+    """
+    settings = getattr(app, _ATTR, None)
+    if not isinstance(settings, Settings):
+        raise ConfigError(
+            f"app {app.main!r} was not built by celery_kit.make_app(); build it with"
+            " make_app() to use kit features"
+        )
+    return settings
+
+
+def _check_task_limits(sender: Celery, **_: Any) -> None:
+    """Refuse tasks whose own ``time_limit`` exceeds the redelivery budget.
+
+    Time limits set in ``@app.task(time_limit=...)`` are only known once tasks are
+    registered, so this runs when the app is finalized (worker start, first task call).
+    """
+    from celery_kit.conf import redelivery_budget
+
+    settings = settings_of(sender)
+    budget = redelivery_budget(settings)
+    allowed = budget.max_time_limit_s
+    for task in sender.tasks.values():
+        limit = getattr(task, "time_limit", None)
+        soft = getattr(task, "soft_time_limit", None)
+        if limit is not None and float(limit) > allowed:
+            raise ConfigError(
+                f"task {task.name!r} sets time_limit={limit} but the broker's redelivery"
+                f" budget was derived for at most {allowed:g} s ({budget.explain()}). Set"
+                f' tasks.limits."{task.name}".time_limit_s = {limit} in the config instead,'
+                " so the visibility timeout is derived from it."
+            )
+        if soft is not None and limit is not None and float(soft) >= float(limit):
+            raise ConfigError(
+                f"task {task.name!r}: soft_time_limit={soft} must be below time_limit={limit}"
+            )
