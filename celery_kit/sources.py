@@ -303,13 +303,21 @@ def _resolve_env_path(model: type[BaseModel], parts: Path_) -> Any:
             return Any if typing.get_origin(annotation) is dict else _no_nesting(parts, depth)
         fields = current.model_fields
         if part not in fields:
-            prefix = ENV_PREFIX + "".join(p.upper() + _NEST for p in parts[:depth])
-            return _suggest(part, fields, render=lambda n, pre=prefix: pre + n.upper())
+            return _suggest(part, fields, render=_env_namer(parts[:depth]))
         annotation = fields[part].annotation
         current = _model_of(annotation)
         if current is None and _dict_value_model(annotation) is not None and depth + 1 < len(parts):
             return f"; set {ENV_PREFIX}{_NEST.join(p.upper() for p in parts[: depth + 1])} to JSON"
     return annotation
+
+
+def _env_namer(parents: Path_) -> Callable[[str], str]:
+    prefix = ENV_PREFIX + "".join(p.upper() + _NEST for p in parents)
+
+    def render(name: str) -> str:
+        return prefix + name.upper()
+
+    return render
 
 
 def _no_nesting(parts: Path_, depth: int) -> str:
