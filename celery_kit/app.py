@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 
 from celery_kit.config import Settings
 from celery_kit.exceptions import ConfigError
 
-__all__ = ["make_app", "settings_of"]
+__all__ = ["StartupChecks", "check_tasks", "make_app", "settings_of"]
 
 #: Attribute on the app that holds its Settings (no module-level registry: two apps
 #: in one process never share state).
@@ -48,7 +48,7 @@ def make_app(
     app = Celery(name, amqp="celery_kit.publish:KitAMQP")
     app.conf.update(settings.celery_conf())
     setattr(app, _ATTR, settings)
-    app.on_after_finalize.connect(_check_task_limits, weak=False)
+    app.steps["worker"].add(StartupChecks)
     return app
 
 
@@ -67,18 +67,34 @@ def settings_of(app: Celery) -> Settings:
     return settings
 
 
-def _check_task_limits(sender: Celery, **_: Any) -> None:
+class StartupChecks(bootsteps.Step):  # type: ignore[misc]
+    """Worker bootstep: refuse to start a worker whose tasks break the kit's rules.
+
+    An exception here aborts worker start-up, unlike a signal receiver, whose
+    exceptions Celery logs and swallows.
+    """
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        check_tasks(parent.app)
+        super().__init__(parent, **kwargs)
+
+
+def check_tasks(app: Celery) -> None:
     """Refuse tasks whose own ``time_limit`` exceeds the redelivery budget.
 
-    Time limits set in ``@app.task(time_limit=...)`` are only known once tasks are
-    registered, so this runs when the app is finalized (worker start, first task call).
+    Time limits set in ``@app.task(time_limit=...)`` are only known once task modules
+    are imported, so the worker runs this at start-up (:class:`StartupChecks`).
+
+    Raises:
+        ConfigError: a task's limit is above the budget, or its soft limit above its hard.
     """
     from celery_kit.conf import redelivery_budget
 
-    settings = settings_of(sender)
+    settings = settings_of(app)
     budget = redelivery_budget(settings)
     allowed = budget.max_time_limit_s
-    for task in sender.tasks.values():
+    app.finalize(auto=True)
+    for task in app.tasks.values():
         limit = getattr(task, "time_limit", None)
         soft = getattr(task, "soft_time_limit", None)
         if limit is not None and float(limit) > allowed:

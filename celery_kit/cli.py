@@ -139,3 +139,7 @@ def main(ctx: click.Context, app_name: str | None) -> None:
 
 for _command in kit.commands.values():
     main.add_command(_command)
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m celery_kit.cli`
+    main()

@@ -1,0 +1,85 @@
+"""The kit command group without a broker: help, defaults, config with masking."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+from click.testing import CliRunner
+
+from celery_kit import Settings, make_app
+from celery_kit.cli import kit, main, mask
+
+
+def test_celery_kit_help_works_without_an_app() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "celery_kit.cli", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "config" in done.stdout
+
+
+def test_config_needs_an_app() -> None:
+    result = CliRunner().invoke(main, ["config"])
+    assert result.exit_code == 2
+    assert "needs an app" in result.output
+
+
+def test_config_shows_values_origins_and_masks_secrets() -> None:
+    settings = Settings(
+        _environ={"CELERY_KIT_TASKS__TIME_LIMIT_S": "900"},
+        broker_url="redis://:hunter2@127.0.0.1:6399/0",
+        celery_overrides={"worker_send_task_events": True},
+    )
+    app = make_app("t", settings=settings)
+    result = CliRunner().invoke(kit, ["config"], obj=SimpleNamespace(app=app))
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "hunter2" not in out
+    assert "redis://:********@127.0.0.1:6399/0" in out
+    assert "[env CELERY_KIT_TASKS__TIME_LIMIT_S]" in out
+    assert "[override" in out
+    line = next(li for li in out.splitlines() if li.startswith("visibility_timeout"))
+    assert "1800" in line
+    assert line.endswith("[derived]")
+    assert "redelivery budget: 900 s hard limit" in out
+
+
+def test_config_json() -> None:
+    app = make_app("t", settings=Settings(_environ={}, broker_url="redis://127.0.0.1:6399/0"))
+    result = CliRunner().invoke(kit, ["config", "--json"], obj=SimpleNamespace(app=app))
+    data = json.loads(result.output)
+    assert data["task_acks_late"] == {"value": True, "origin": "kit default"}
+
+
+def test_config_via_app_option_loads_the_module(tmp_path, monkeypatch) -> None:
+    (tmp_path / "cfgproj.py").write_text(
+        "from celery_kit import make_app\n"
+        "app = make_app('cfgproj', broker_url='redis://127.0.0.1:6399/0')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = CliRunner().invoke(main, ["-A", "cfgproj:app", "config"])
+    assert result.exit_code == 0, result.output
+    assert "task_acks_late" in result.output
+
+
+def test_config_on_a_plain_app_explains() -> None:
+    from celery import Celery
+
+    result = CliRunner().invoke(
+        kit, ["config"], obj=SimpleNamespace(app=Celery("x", set_as_current=False))
+    )
+    assert result.exit_code == 1
+    assert "make_app" in result.output
+
+
+def test_mask_nested_secrets() -> None:
+    masked = mask({"password": "p", "opts": {"sasl_token": "t", "n": 1}, "u": "amqp://a:b@h//"})
+    assert masked == {
+        "password": "********",
+        "opts": {"sasl_token": "********", "n": 1},
+        "u": "amqp://a:********@h//",
+    }
