@@ -67,7 +67,7 @@ def settings_of(app: Celery) -> Settings:
     return settings
 
 
-class StartupChecks(bootsteps.Step):  # type: ignore[misc]
+class StartupChecks(bootsteps.Step):
     """Worker bootstep: refuse to start a worker whose tasks break the kit's rules.
 
     An exception here aborts worker start-up, unlike a signal receiver, whose
