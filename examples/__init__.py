@@ -1,0 +1,1 @@
+"""Examples that use celery_kit; each is exercised by a test."""
