@@ -157,7 +157,7 @@ def test_hard_limit_kills_the_task_once_without_redelivery_loop(
 
 
 def test_pickle_message_is_refused_and_worker_keeps_serving(kit_redis_url: str, kit_worker) -> None:
-    from kombu import Connection, Exchange, Queue
+    from kombu import Exchange, Queue
 
     env = kit_env(kit_redis_url, kit_redis_url, soft=5, hard=10, queue="default")
     worker = kit_worker("kit_basic", env=env, concurrency=1, pythonpath=[APPS])
@@ -165,7 +165,8 @@ def test_pickle_message_is_refused_and_worker_keeps_serving(kit_redis_url: str, 
 
     # Given a raw protocol-2 task message serialized with pickle on the worker's queue
     task_id = uuid.uuid4().hex
-    with Connection(kit_redis_url) as conn:
+    # (through the app's own connection, so kombu's transport options match the worker's)
+    with app.connection_for_write() as conn:
         conn.Producer().publish(
             ((key, 0.0), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}),
             serializer="pickle",
