@@ -83,3 +83,23 @@ def test_mask_nested_secrets() -> None:
         "opts": {"sasl_token": "********", "n": 1},
         "u": "amqp://a:********@h//",
     }
+
+
+def test_kit_is_a_celery_subcommand(tmp_path) -> None:
+    """The `celery.commands` entry point: `celery -A proj kit config` with the real CLI."""
+    (tmp_path / "epproj.py").write_text(
+        "from celery_kit import make_app\n"
+        "app = make_app('epproj', broker_url='redis://:pw@127.0.0.1:6399/0')\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("CELERY")}
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "epproj", "kit", "config"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "task_reject_on_worker_lost" in done.stdout
+    assert ":pw@" not in done.stdout
