@@ -15,11 +15,21 @@ __all__ = [
     "CeleryKitError",
     "ConfigError",
     "CountdownTooLongError",
+    "KitTask",
+    "Lock",
+    "PermanentError",
+    "Priority",
     "PublishError",
+    "RateLimiter",
+    "RetryingTask",
     "Settings",
+    "TransientError",
     "__version__",
     "make_app",
+    "progress",
     "settings_of",
+    "task_status",
+    "task_statuses",
 ]
 
 _LAZY = {
@@ -30,6 +40,16 @@ _LAZY = {
     "ConfigError": "celery_kit.exceptions",
     "CountdownTooLongError": "celery_kit.exceptions",
     "PublishError": "celery_kit.exceptions",
+    "Priority": "celery_kit.queues",
+    "KitTask": "celery_kit.tasks",
+    "RetryingTask": "celery_kit.tasks",
+    "PermanentError": "celery_kit.tasks",
+    "TransientError": "celery_kit.tasks",
+    "Lock": "celery_kit.locks",
+    "RateLimiter": "celery_kit.ratelimit",
+    "progress": "celery_kit.progress",
+    "task_status": "celery_kit.progress",
+    "task_statuses": "celery_kit.progress",
 }
 
 if TYPE_CHECKING:
@@ -41,6 +61,11 @@ if TYPE_CHECKING:
         CountdownTooLongError,
         PublishError,
     )
+    from celery_kit.locks import Lock
+    from celery_kit.progress import progress, task_status, task_statuses
+    from celery_kit.queues import Priority
+    from celery_kit.ratelimit import RateLimiter
+    from celery_kit.tasks import KitTask, PermanentError, RetryingTask, TransientError
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,9 @@ from celery import Celery, bootsteps
 
 from celery_kit.config import Settings
 from celery_kit.exceptions import ConfigError
+from celery_kit.observe import install_observability
+from celery_kit.routing import install_topology
+from celery_kit.tasks import install_tasks
 
 __all__ = ["StartupChecks", "check_tasks", "make_app", "settings_of"]
 
@@ -49,6 +52,9 @@ def make_app(
     app.conf.update(settings.celery_conf())
     setattr(app, _ATTR, settings)
     app.steps["worker"].add(StartupChecks)
+    install_topology(app, settings)
+    install_tasks(app, settings)
+    install_observability(app, settings)
     return app
 
 

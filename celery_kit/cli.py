@@ -126,6 +126,158 @@ def defaults_table() -> str:
     return "\n".join(lines)
 
 
+def _app_ref(ctx: click.Context) -> str:
+    """The ``-A`` value the command was started with, to repeat in worker commands."""
+    root = ctx.find_root()
+    ref = root.params.get("app")
+    if not isinstance(ref, str) and isinstance(ctx.obj, dict):
+        ref = ctx.obj.get("app_name")
+    if not isinstance(ref, str) or not ref:
+        raise click.UsageError("name the app with -A: celery -A proj kit workers")
+    return ref
+
+
+def _profiles(ctx: click.Context) -> Any:
+    from celery_kit.app import settings_of
+    from celery_kit.exceptions import CeleryKitError
+
+    try:
+        profiles = settings_of(_app(ctx)).workers
+    except CeleryKitError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not profiles:
+        raise click.ClickException(
+            "no worker profiles: declare them as [workers.NAME] tables with queues = [...]"
+            " (see docs/topology.md)"
+        )
+    return profiles
+
+
+@kit.command(name="workers")
+@click.option("--json", "as_json", is_flag=True, help="argv and env per profile.")
+@click.pass_context
+def workers_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Print one `celery worker` command per worker profile (Procfile lines)."""
+    from celery_kit.workers import render_command, worker_argv, worker_env
+
+    profiles, ref = _profiles(ctx), _app_ref(ctx)
+    if as_json:
+        out = {
+            name: {"argv": worker_argv(name, profile=p, app=ref), "env": worker_env(p)}
+            for name, p in profiles.items()
+        }
+        click.echo(json.dumps(out, indent=2))
+        return
+    for name, profile in profiles.items():
+        click.echo(f"{name}: {render_command(name, profile=profile, app=ref)}")
+
+
+@kit.command(
+    name="worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.argument("name")
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def worker_cmd(ctx: click.Context, name: str, extra: tuple[str, ...]) -> None:
+    """Run the worker of profile NAME (exec; extra arguments go to `celery worker`)."""
+    import os
+
+    from celery_kit.workers import worker_argv, worker_env
+
+    profiles = _profiles(ctx)
+    if name not in profiles:
+        raise click.BadParameter(f"no profile {name!r}; profiles: {', '.join(profiles)}")
+    root = ctx.find_root().params
+    forwarded = [
+        f"--{option.replace('_', '-')}={root[option]}"
+        for option in ("broker", "result_backend", "loader", "config")
+        if isinstance(root.get(option), str)
+    ]
+    argv = worker_argv(
+        name,
+        profile=profiles[name],
+        app=_app_ref(ctx),
+        celery=(sys.executable, "-m", "celery"),
+        global_options=forwarded,
+        extra=extra,
+    )
+    env = {**os.environ, **worker_env(profiles[name])}
+    # prometheus_client must see its multiprocess directory before it is first imported
+    from celery_kit.app import settings_of
+    from celery_kit.metrics_multiproc import worker_environ
+
+    env.update(worker_environ(settings_of(_app(ctx)), env))
+    sys.stdout.flush()
+    os.execve(sys.executable, argv, env)
+
+
+@kit.command(
+    name="flower", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.option("--basic-auth-file", help="File of user:password lines (default: the setting).")
+@click.option("--generate-credentials", is_flag=True, help="Create a login, print it once.")
+@click.option("--allow-insecure", is_flag=True, help="Start even without authentication.")
+@click.option("--address", default=None, help="Listen address (default: flower.address).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Listen port (default: flower.port).")
+@click.option("--dry-run", is_flag=True, help="Print the Flower command (secrets masked).")
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def flower_cmd(
+    ctx: click.Context,
+    basic_auth_file: str | None,
+    generate_credentials: bool,
+    allow_insecure: bool,
+    address: str | None,
+    port: int | None,
+    dry_run: bool,
+    extra: tuple[str, ...],
+) -> None:
+    """Run Flower with the [flower] preset: authentication required (exec; docs/flower.md)."""
+    import os
+
+    from celery_kit.app import settings_of
+    from celery_kit.exceptions import CeleryKitError
+    from celery_kit.flower import flower_launch
+
+    root = ctx.find_root().params
+    forwarded = [
+        f"--{option.replace('_', '-')}={root[option]}"
+        for option in ("broker", "result_backend", "loader", "config")
+        if isinstance(root.get(option), str)
+    ]
+    given = {"address": address, "port": port, "basic_auth_file": basic_auth_file}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if allow_insecure:
+        overrides["allow_insecure"] = True
+    if generate_credentials and dry_run:
+        raise click.UsageError("--generate-credentials writes the login: drop --dry-run")
+    try:
+        settings = settings_of(_app(ctx)).flower.model_copy(update=overrides)
+        launch = flower_launch(
+            settings,
+            app=_app_ref(ctx),
+            environ=os.environ,
+            celery=(sys.executable, "-m", "celery"),
+            global_options=forwarded,
+            extra=extra,
+            generate=generate_credentials,
+        )
+    except CeleryKitError as exc:
+        raise click.ClickException(str(exc)) from None
+    for notice in launch.notices:
+        click.echo(f"celery_kit flower: {notice}", err=True)
+    if dry_run:
+        click.echo(launch.describe())
+        return
+    if launch.generated:  # the only secret the kit ever prints: one it just made
+        where = settings.basic_auth_file or "nowhere: valid for this run only"
+        click.echo(f"celery_kit flower: generated login (shown once, stored in {where}):")
+        click.echo(f"  {launch.generated}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, list(launch.argv), launch.env)
+
+
 @click.group(
     name="celery-kit", help="celery_kit command line (same commands as `celery -A proj kit`)."
 )
@@ -136,6 +288,24 @@ def main(ctx: click.Context, app_name: str | None) -> None:
     sys.path.insert(0, "")  # like `celery -A`: the app module is found from the cwd
     ctx.obj = {"app_name": app_name}
 
+
+def _add_dlq() -> None:
+    from celery_kit.cli_dlq import dlq  # click-only module: cheap to import
+
+    kit.add_command(dlq)
+
+
+_add_dlq()
+
+
+def _add_observe() -> None:
+    from celery_kit.cli_observe import exporter, health  # click-only module: cheap to import
+
+    kit.add_command(health)
+    kit.add_command(exporter)
+
+
+_add_observe()
 
 for _command in kit.commands.values():
     main.add_command(_command)

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from celery_kit import defaults as d
 from celery_kit.exceptions import ConfigError
+from celery_kit.queues import check_topology, redis_priority_options
 from celery_kit.sources import Origin, OriginKind
+from celery_kit.workers import max_prefetch_multiplier
 
 if TYPE_CHECKING:
     from celery_kit.config import Settings
@@ -106,13 +108,24 @@ def build_conf(settings: Settings) -> dict[str, ConfEntry]:
         )
     if settings.tasks.limits:
         put("task_annotations", _annotations(settings), "tasks.limits")
-    put(
-        "broker_transport_options",
-        dict(settings.broker.transport_options),
-        "broker.transport_options",
-    )
+    if settings.worker.soft_shutdown_timeout_s is not None:
+        put(
+            "worker_soft_shutdown_timeout",
+            settings.worker.soft_shutdown_timeout_s,
+            "worker.soft_shutdown_timeout_s",
+        )
+    if settings.flower.task_events:
+        # Flower's tasks page: workers send task-received/started/succeeded..., publishers
+        # send task-sent (no remote-control command can turn that one on). docs/flower.md
+        put("worker_send_task_events", True, "flower.task_events")
+        put("task_send_sent_event", True, "flower.task_events")
+    transport = dict(settings.broker.transport_options)
+    if settings.is_redis_broker:
+        transport = redis_priority_options(transport)
+    put("broker_transport_options", transport, "broker.transport_options")
 
     _apply_overrides(settings, conf)
+    _derive_topology(settings, conf)
     _derive_redelivery(settings, conf)
     _check(settings, conf)
     return conf
@@ -173,6 +186,25 @@ def _coerce(option: Any, raw: Any, key: str, problems: list[str]) -> Any:
         return raw
 
 
+def _derive_topology(settings: Settings, conf: dict[str, ConfEntry]) -> None:
+    """Queues and router from ``queues``/``routes``/``routers`` (unless overridden)."""
+    from celery_kit.queues import declared_queues, kombu_queues
+    from celery_kit.routing import KitRouter
+
+    default_queue = str(conf["task_default_queue"].value)
+    queues = declared_queues(settings, default_queue)
+    derived = {
+        "task_queues": (kombu_queues(queues, amqp=settings.is_amqp_broker), "queues"),
+        "task_routes": ([KitRouter(settings.routes, hooks=settings.routers)], "routes"),
+        #: A queue name nobody declared raises at publish (QueueNotFound) instead of
+        #: creating a queue that no worker consumes. Loosen with celery_overrides.
+        "task_create_missing_queues": (False, "queues"),
+    }
+    for key, (value, source) in derived.items():
+        if key not in conf:
+            conf[key] = ConfEntry(value, settings.origin_of(source) or _DERIVED, source)
+
+
 def redelivery_budget(
     settings: Settings, conf: dict[str, ConfEntry] | None = None
 ) -> RedeliveryBudget:
@@ -188,7 +220,12 @@ def redelivery_budget(
         ]
     return RedeliveryBudget(
         max_time_limit_s=max(limits),
-        prefetch_multiplier=max(1, int(conf["worker_prefetch_multiplier"].value)),
+        # the largest prefetch any worker runs with: bulk profiles may prefetch more
+        prefetch_multiplier=max(
+            1,
+            int(conf["worker_prefetch_multiplier"].value),
+            max_prefetch_multiplier(settings.workers),
+        ),
         max_delay_s=max(settings.tasks.max_countdown_s, settings.tasks.retry_backoff_max_s),
         margin_s=settings.broker.visibility_margin_s,
     )
@@ -235,7 +272,8 @@ def _derive_redelivery(settings: Settings, conf: dict[str, ConfEntry]) -> None:
                 f" its consumer_timeout ({limit:g} s, broker.consumer_timeout_s), and"
                 f" requeues the task while it still runs. Here a message can stay"
                 f" unacknowledged for {budget.explain()}. Lower tasks.time_limit_s,"
-                " worker.prefetch_multiplier or tasks.max_countdown_s, or raise"
+                " the largest prefetch_multiplier ([worker] or a [workers.*] profile) or"
+                " tasks.max_countdown_s, or raise"
                 " consumer_timeout on the server (rabbitmq.conf) and set"
                 " broker.consumer_timeout_s to match."
             )
@@ -293,5 +331,10 @@ def _check(settings: Settings, conf: dict[str, ConfEntry]) -> None:
                     f"{show(key)} accepts {', '.join(bad)}: a worker would deserialize"
                     " such messages; remove them, or set serialization.allow_unsafe = true"
                 )
+    problems += check_topology(
+        settings,
+        default_queue=str(conf["task_default_queue"].value),
+        transport_options=conf["broker_transport_options"].value,
+    )
     if problems:
         raise ConfigError("invalid settings:\n  - " + "\n  - ".join(problems))

@@ -11,20 +11,32 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from celery_kit import defaults as d
 from celery_kit.conf import build_conf
+from celery_kit.queues import QueueSpec, default_queues
+from celery_kit.routing import RouteSpec, check_hook_path
 from celery_kit.sources import Origin, load_layers, validate_into
+from celery_kit.workers import WorkerProfile
 
 __all__ = [
     "BrokerSettings",
+    "DlqSettings",
+    "FlowerSettings",
+    "HealthSettings",
+    "IdempotencySettings",
+    "LocksSettings",
+    "MetricsSettings",
+    "RedisSettings",
+    "RetrySettings",
     "SerializationSettings",
     "Settings",
     "TaskLimits",
@@ -83,6 +95,9 @@ class WorkerSettings(_Model):
     cancel_long_running_tasks_on_connection_loss: bool = d.kit_value(
         "worker_cancel_long_running_tasks_on_connection_loss"
     )
+    #: Seconds running tasks get at a cold shutdown before being cancelled (Celery 5.5
+    #: soft shutdown); ``None``: Celery's 0 (off). Worker profiles may set their own.
+    soft_shutdown_timeout_s: float | None = Field(default=None, ge=0)
 
 
 class BrokerSettings(_Model):
@@ -118,6 +133,233 @@ class SerializationSettings(_Model):
     allow_unsafe: bool = False
 
 
+class RedisSettings(_Model):
+    """``[redis]``: the Redis that locks, idempotency, rate limits and the DLQ use."""
+
+    #: ``None``: the broker when it is Redis, else the result backend when it is Redis;
+    #: a kit Redis feature without either is refused when the app is finalized.
+    url: str | None = None
+    #: Every key the kit writes starts with ``<key_prefix>:`` (one app per prefix).
+    key_prefix: str = Field(default="celery_kit", min_length=1, pattern=r"^[^\s{}]+$")
+    #: A helper waits at most this long for one Redis reply.
+    socket_timeout_s: float = Field(default=5.0, gt=0)
+    #: Retries of one command after a connection error (backoff up to 1 s): a Redis that
+    #: is away for a second or two costs latency, not a failed guard.
+    retries: int = Field(default=3, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            if _scheme(value) not in _REDIS_SCHEMES:
+                raise ValueError("redis.url must be a redis:// or rediss:// URL")
+            _check_redis_url(value, what="redis.url")
+        return value
+
+
+class RetrySettings(_Model):
+    """``[retry]``: defaults of ``RetryingTask`` (a task class may set its own)."""
+
+    #: Retries after the first attempt before the task is dead-lettered.
+    max_retries: int = Field(default=5, ge=0)
+    #: Backoff of retry n is uniform(0, min(cap, base x 2**n)) ("full jitter"); the cap is
+    #: ``tasks.retry_backoff_max_s`` (and never above ``tasks.max_countdown_s``).
+    backoff_base_s: float = Field(default=1.0, gt=0)
+
+
+class DlqSettings(_Model):
+    """``[dlq]``: the dead-letter store (on the kit's Redis) and the poison-message cap."""
+
+    #: Write dead letters; off: failures are only logged and stored as FAILURE.
+    enabled: bool = True
+    #: An entry is deleted this long after it was dead-lettered.
+    retention_s: int = Field(default=7 * 86400, gt=0)
+    #: The oldest entries are dropped beyond this many.
+    max_entries: int = Field(default=10_000, gt=0)
+    #: A task whose pool process died this many times is dead-lettered instead of
+    #: requeued again (Celery requeues forever with reject_on_worker_lost). ``None``: no cap.
+    max_worker_lost_deliveries: int | None = Field(default=3, ge=1)
+    #: How long a task id's worker-lost count is remembered.
+    worker_lost_ttl_s: int = Field(default=86400, gt=0)
+
+
+class IdempotencySettings(_Model):
+    """``[idempotency]``: defaults of the ``idempotency_key`` task option."""
+
+    #: A running claim expires this long after its holder stopped renewing it (crash):
+    #: a later delivery waits at most this long. Renewed every lease/3 while running.
+    lease_s: float = Field(default=30.0, gt=0)
+    #: How long a finished key keeps its result (duplicates return it without running).
+    result_ttl_s: int = Field(default=86400, gt=0)
+    #: How long a publish reserves its key (enqueue de-duplication) until a worker runs it.
+    pending_ttl_s: int = Field(default=3600, gt=0)
+
+
+class LocksSettings(_Model):
+    """``[locks]``: defaults of the ``lock`` task option."""
+
+    #: Lease of a task lock; renewed every ttl/3 while the task runs, so it only bounds
+    #: how long a crashed holder blocks others.
+    ttl_s: float = Field(default=30.0, gt=0)
+
+
+# fmt: off
+#: celery-exporter's runtime buckets (prometheus_client's defaults), so dashboards match.
+_RUNTIME_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+                      7.5, 10.0)
+#: Waiting in a queue lasts longer than running: buckets up to an hour.
+_QUEUE_WAIT_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+                         300.0, 600.0, 1800.0, 3600.0)
+# fmt: on
+#: Label names the kit's metrics use themselves (static labels may not reuse them).
+_RESERVED_LABELS = frozenset({"name", "hostname", "queue_name", "exception", "le", "quantile"})
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class MetricsSettings(_Model):
+    """``[metrics]``: Prometheus metrics from Celery signals, correct under the prefork pool."""
+
+    #: Count tasks and serve ``/metrics`` from each worker's main process.
+    enabled: bool = False
+    #: Address of the worker's ``/metrics`` endpoint (Prometheus must reach it).
+    address: str = "0.0.0.0"
+    #: Port of the worker's endpoint (celery-exporter's); ``0``: any free port (logged).
+    port: int = Field(default=9808, ge=0, le=65535)
+    #: Every metric is named ``<prefix>_…``; celery-exporter dashboards expect ``celery``.
+    prefix: str = Field(default="celery", pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+    #: Static labels added to every metric, e.g. ``{ env = "prod" }``.
+    labels: dict[str, str] = Field(default_factory=dict)
+    #: Prometheus multiprocess directory; ``None``: ``PROMETHEUS_MULTIPROC_DIR``, else a
+    #: private temporary directory per worker. Never share one between two workers.
+    multiproc_dir: str | None = None
+    #: Buckets of ``celery_task_runtime`` (seconds).
+    runtime_buckets_s: list[float] = Field(default_factory=lambda: list(_RUNTIME_BUCKETS_S))
+    #: Buckets of ``celery_task_queue_wait_time`` (seconds, publish or ETA → start).
+    queue_wait_buckets_s: list[float] = Field(default_factory=lambda: list(_QUEUE_WAIT_BUCKETS_S))
+    #: Sample ``celery_queue_length`` in every worker's main process. Off: run ONE
+    #: ``celery -A proj kit exporter`` per deployment (N workers would report N copies).
+    queue_length_in_worker: bool = False
+    #: How often the queue-length poller asks the broker.
+    queue_length_interval_s: float = Field(default=15.0, gt=0)
+    #: Queues whose length is sampled; empty: every queue the app declares.
+    queues: list[str] = Field(default_factory=list)
+
+    @field_validator("labels")
+    @classmethod
+    def _check_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _LABEL_NAME.match(name) or name.startswith("__"):
+                raise ValueError(f"metrics.labels: {name!r} is not a valid Prometheus label name")
+            if name in _RESERVED_LABELS:
+                raise ValueError(
+                    f"metrics.labels: {name!r} is a label of the kit's own metrics; pick"
+                    " another name"
+                )
+        return value
+
+    @field_validator("runtime_buckets_s", "queue_wait_buckets_s")
+    @classmethod
+    def _check_buckets(cls, value: list[float]) -> list[float]:
+        if not value or any(b <= 0 for b in value) or sorted(set(value)) != list(value):
+            raise ValueError("histogram buckets must be positive, strictly increasing seconds")
+        return value
+
+
+class HealthSettings(_Model):
+    """``[health]``: the worker heartbeat that ``kit health --liveness/--readiness`` reads."""
+
+    #: Keep a heartbeat (a bootstep in the worker's main process).
+    enabled: bool = True
+    #: Heartbeat file; ``%n`` is the worker's node name (``celery`` in ``celery@host``).
+    #: ``None``: ``<temp dir>/celery-kit-%n.heartbeat.json``.
+    heartbeat_file: str | None = None
+    #: How often the worker checks that it consumes and rewrites the heartbeat.
+    interval_s: float = Field(default=5.0, gt=0)
+    #: Liveness fails when the worker has not proven it consumes for this long.
+    max_age_s: float = Field(default=60.0, gt=0)
+    #: Also keep ``<redis.key_prefix>:health:worker:<hostname>`` (expires after
+    #: ``max_age_s``) on the kit's Redis, so ``kit health`` lists the workers it sees.
+    redis_key: bool = True
+    #: Timeout of the heartbeat's own broker round trip (it runs in the event loop).
+    broker_timeout_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_age(self) -> HealthSettings:
+        if self.max_age_s < 2 * self.interval_s:
+            raise ValueError(
+                f"health.max_age_s ({self.max_age_s:g}) must be at least twice"
+                f" health.interval_s ({self.interval_s:g}), or one late tick fails liveness"
+            )
+        if self.broker_timeout_s >= self.interval_s:
+            raise ValueError(
+                f"health.broker_timeout_s ({self.broker_timeout_s:g}) must be below"
+                f" health.interval_s ({self.interval_s:g})"
+            )
+        return self
+
+
+class FlowerSettings(_Model):
+    """``[flower]``: the ``celery -A proj kit flower`` preset (docs/flower.md).
+
+    Credentials are not settings: they come from ``FLOWER_BASIC_AUTH``, a secret file or
+    the ``FLOWER_OAUTH2_*`` variables, so they never sit in a config file or in ``ps``.
+    """
+
+    #: Loopback: only a reverse proxy on this host reaches Flower. /metrics and /healthcheck
+    #: answer WITHOUT authentication on whatever address Flower binds (Flower's design).
+    address: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=5555, ge=1, le=65535)
+    #: Serve under ``/<url_prefix>/`` (a reverse proxy location); empty: at ``/``.
+    url_prefix: str = ""
+    #: File of ``user:password`` lines (mode 600); ``FLOWER_BASIC_AUTH`` also works.
+    basic_auth_file: str | None = None
+    #: OAuth: allowed emails, Flower 2.2 syntax: ``a@x.com|b@x.com`` or ``.*@x.com``.
+    auth: str | None = None
+    #: OAuth login handler: google, github, gitlab, okta, or a dotted class path.
+    auth_provider: str | None = None
+    #: Start even without any authentication (trusted networks only).
+    allow_insecure: bool = False
+    #: Keep Flower's task/worker state across restarts in ``db`` (a pickle shelve).
+    persistent: bool = True
+    #: State file (dbm may add suffixes); only Flower's user may write its directory.
+    db: str = Field(default="flower-state", min_length=1)
+    #: Save the state this often too, not only at a clean stop; 0: only at stop.
+    state_save_interval_s: float = Field(default=60.0, ge=0)
+    #: Drop workers offline this long from the UI and metrics; ``None``: keep them.
+    purge_offline_workers_s: int | None = Field(default=3600, ge=1)
+    #: Disable Flower's control operations (revoke, shutdown, pool resize, apply).
+    read_only: bool = True
+    #: Flower broadcasts ``enable_events`` every 5 s, so watched workers send task events.
+    enable_events: bool = True
+    #: make_app sets worker_send_task_events and task_send_sent_event (about one extra
+    #: message per task state change; docs/flower.md).
+    task_events: bool = False
+
+    @field_validator("url_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if value and not re.fullmatch(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*", value):
+            raise ValueError(
+                f"flower.url_prefix {value!r}: use URL path segments of letters, digits and"
+                " . _ ~ -, e.g. 'flower' or 'ops/flower'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_oauth(self) -> FlowerSettings:
+        from celery_kit.flower_auth import auth_pattern_problem
+
+        if (self.auth is None) != (self.auth_provider is None):
+            raise ValueError(
+                "flower.auth (allowed emails) and flower.auth_provider go together: with"
+                " only a provider Flower lets everyone in, with only emails nobody logs in"
+            )
+        if self.auth is not None and (problem := auth_pattern_problem(self.auth)):
+            raise ValueError(problem)
+        return self
+
+
 class Settings(BaseSettings):
     """Everything celery_kit needs to build an app, validated once.
 
@@ -145,6 +387,22 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     serialization: SerializationSettings = Field(default_factory=SerializationSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    dlq: DlqSettings = Field(default_factory=DlqSettings)
+    idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    locks: LocksSettings = Field(default_factory=LocksSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    flower: FlowerSettings = Field(default_factory=FlowerSettings)
+    #: Queue topology in consumption order (docs/topology.md); replaces the default one.
+    queues: dict[str, QueueSpec] = Field(default_factory=default_queues)
+    #: Task name or glob → queue name or ``{queue, priority}``; first match wins.
+    routes: dict[str, RouteSpec] = Field(default_factory=dict)
+    #: Business-rule routers (callables or ``"pkg.mod:func"``) consulted before ``routes``.
+    routers: list[str | Callable[..., Any]] = Field(default_factory=list)
+    #: Worker profiles: ``celery -A proj kit workers`` prints one command per profile.
+    workers: dict[str, WorkerProfile] = Field(default_factory=dict)
     #: Any Celery setting by its lowercase name, applied last and shown as "override".
     celery_overrides: dict[str, Any] = Field(default_factory=dict)
 
@@ -251,6 +509,11 @@ class Settings(BaseSettings):
                     "none) in the URL; Celery refuses it at the first result otherwise"
                 )
         return value
+
+    @field_validator("routers")
+    @classmethod
+    def _check_routers(cls, value: list[Any]) -> list[Any]:
+        return [check_hook_path(v) for v in value]
 
     @field_validator("timezone")
     @classmethod

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["CeleryKitError", "ConfigError", "CountdownTooLongError", "PublishError"]
+__all__ = [
+    "CeleryKitError",
+    "ConfigError",
+    "CountdownTooLongError",
+    "LockTakenError",
+    "PoisonMessageError",
+    "PublishError",
+    "RedisUnavailableError",
+    "TaskDeferred",
+    "TaskOptionError",
+]
 
 
 class CeleryKitError(Exception):
@@ -27,4 +37,33 @@ class CountdownTooLongError(PublishError, ValueError):
     On Redis such a message would be redelivered every visibility timeout ("again,
     and again in a loop"); on RabbitMQ the channel would be closed by
     ``consumer_timeout``. Refusing it at publish time is the only safe answer.
+    """
+
+
+class TaskOptionError(CeleryKitError, ValueError):
+    """A kit task option is misspelled or malformed; raised when the task class is created."""
+
+
+class LockTakenError(CeleryKitError):
+    """A lock is held by someone else (``on_busy="fail"``, or ``with lock(...)``)."""
+
+
+class RedisUnavailableError(CeleryKitError):
+    """The kit's Redis did not answer; a guard could not be checked, so the body did not run."""
+
+
+class PoisonMessageError(CeleryKitError):
+    """Stored as a task's failure when its pool process died too often while running it.
+
+    The message was acknowledged and dead-lettered instead of being requeued again
+    (``dlq.max_worker_lost_deliveries``); ``celery kit dlq replay`` re-publishes it.
+    """
+
+
+class TaskDeferred(CeleryKitError):
+    """Recorded as the reason of a RETRY state when a kit guard postponed a task.
+
+    A rate limit, a running duplicate (idempotency key), a taken lock
+    (``lock_on_busy="retry"``) or an unreachable Redis defers the task with a countdown;
+    ``request.retries`` is not increased. Raised as a failure under eager execution.
     """

@@ -9,11 +9,15 @@ no countdown/ETA.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from celery.app.amqp import AMQP
 
 from celery_kit.exceptions import CountdownTooLongError
+
+if TYPE_CHECKING:
+    from celery_kit.queues import PriorityMap
 
 __all__ = ["KitAMQP", "check_delay"]
 
@@ -70,3 +74,25 @@ class KitAMQP(AMQP):
                 max_countdown_s=settings_of(self.app).tasks.max_countdown_s,
             )
         return super().as_task_v2(task_id, name, args, kwargs, countdown, eta, *rest, **options)
+
+    @cached_property
+    def kit_priorities(self) -> PriorityMap:
+        """Kit priority ⇄ broker priority for this app's queues (see ``celery_kit.queues``)."""
+        from celery_kit.app import settings_of
+        from celery_kit.queues import PriorityMap
+
+        return PriorityMap.from_settings(
+            settings_of(self.app), default_queue=str(self.app.conf.task_default_queue)
+        )
+
+    @cached_property
+    def send_task_message(self) -> Any:
+        """Celery's sender, translating every message's kit priority for the broker.
+
+        It also stamps the publish time, and counts ``sent`` with metrics on.
+        """
+        from celery_kit.metrics import wrap_sender as with_metrics
+
+        # _create_task_sender is what Celery's own cached property calls (celery/app/amqp.py)
+        sender = self._create_task_sender()  # type: ignore[attr-defined]
+        return with_metrics(self.app, self.kit_priorities.wrap_sender(sender))

@@ -11,6 +11,7 @@ import difflib
 import enum
 import json
 import os
+import re
 import sys
 import types
 import typing
@@ -79,7 +80,26 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
             " CELERY_KIT_CONFIG"
         ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+        where = _quote_line(file, exc)
+        raise ConfigError(f"config file {file} is not valid TOML: {exc}{where}") from None
+
+
+def _quote_line(file: Path, exc: Exception) -> str:
+    """The line a TOML error points at, so e.g. a key set twice is named in the message."""
+    found = re.search(r"at line (\d+)", str(exc))
+    lines = file.read_text(errors="replace").splitlines()
+    if found is None or not 0 < int(found.group(1)) <= len(lines):
+        return ""
+    return f": `{lines[int(found.group(1)) - 1].strip()}`"
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"key {key!r} appears twice")
+        seen[key] = value
+    return seen
 
 
 def load_layers(
@@ -267,9 +287,12 @@ def _read_env(
         value: Any = raw
         if _is_complex(annotation):
             try:
-                value = json.loads(raw)
+                value = json.loads(raw, object_pairs_hook=_refuse_duplicate_keys)
             except json.JSONDecodeError:
                 problems.append(f"{name} must be JSON (e.g. '[\"json\"]' or '{{}}'), got {raw!r}")
+                return
+            except ValueError as exc:  # a duplicate key: JSON would keep only the last
+                problems.append(f"{name}: {exc}")
                 return
         node = data
         for part in path[:-1]:

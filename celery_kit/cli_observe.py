@@ -1,0 +1,135 @@
+"""``kit health`` (probes and deployment report) and ``kit exporter`` (queue lengths).
+
+Imported by :mod:`celery_kit.cli` (so by every ``celery`` command): only click at load
+time. ``celery-kit health --liveness`` reads the heartbeat file and imports neither Celery
+nor the app.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+
+__all__ = ["exporter", "health"]
+
+
+def _heartbeat_file(ctx: click.Context) -> str | None:
+    """The heartbeat path: the app's setting when an app is at hand, else the env."""
+    from celery_kit.health import HEARTBEAT_FILE_ENV
+
+    obj = ctx.find_object(object)
+    named = isinstance(ctx.obj, dict) and (ctx.obj.get("app") or ctx.obj.get("app_name"))
+    if getattr(obj, "app", None) is not None or named:
+        from celery_kit.app import settings_of
+        from celery_kit.cli import _app
+        from celery_kit.exceptions import CeleryKitError
+
+        try:
+            configured = settings_of(_app(ctx)).health.heartbeat_file
+        except (CeleryKitError, click.UsageError):
+            configured = None  # `celery kit health` without -A: Celery's default app
+        if configured:
+            return configured
+    return os.environ.get(HEARTBEAT_FILE_ENV) or None
+
+
+@click.command(name="health")
+@click.option("--liveness", "kind", flag_value="liveness", help="Probe: is the worker consuming?")
+@click.option("--readiness", "kind", flag_value="readiness", help="Probe: can it work now?")
+@click.option("--max-age", "max_age_s", type=float, help="Seconds (default: health.max_age_s).")
+@click.option("--file", "file_", help="Heartbeat file or %n template (default: the setting).")
+@click.option("--json", "as_json", is_flag=True, help="Deployment report as JSON.")
+@click.option("--min-workers", type=int, default=1, show_default=True, help="Report: fewer fails.")
+@click.option("--max-oldest-age", "max_oldest_age_s", type=float, help="Report: older fails.")
+@click.option("--timeout", "timeout_s", type=float, default=2.0, show_default=True)
+@click.pass_context
+def health(
+    ctx: click.Context,
+    kind: str | None,
+    max_age_s: float | None,
+    file_: str | None,
+    as_json: bool,
+    min_workers: int,
+    max_oldest_age_s: float | None,
+    timeout_s: float,
+) -> None:
+    """Probe this host's worker (exit 0 ok, 1 failing) or, without a flag, the deployment.
+
+    Kubernetes: `celery-kit health --liveness` (or `python -m celery_kit.health
+    --liveness`) in an exec probe. Without --liveness/--readiness: workers seen, queue
+    depths and oldest-message ages (needs -A).
+    """
+    from celery_kit import health as probes
+
+    if kind is not None:
+        result = probes.probe(
+            "liveness" if kind == "liveness" else "readiness",
+            file=file_ or _heartbeat_file(ctx),
+            max_age_s=max_age_s,
+        )
+        click.echo(result.message)
+        ctx.exit(0 if result.ok else 1)
+    from celery_kit.cli import _app
+    from celery_kit.exceptions import CeleryKitError
+
+    try:
+        report = probes.deployment_report(_app(ctx), timeout_s=timeout_s)
+    except CeleryKitError as exc:
+        raise click.ClickException(str(exc)) from None
+    problems = probes.report_problems(
+        report, min_workers=min_workers, max_oldest_age_s=max_oldest_age_s
+    )
+    report["problems"] = problems
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        _print_report(report)
+    ctx.exit(1 if problems else 0)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    workers = report["workers"]
+    click.echo(f"workers seen ({report['workers_source']}): {len(workers)}")
+    for name, beat in sorted(workers.items()):
+        queues = ",".join(beat.get("queues") or []) if isinstance(beat, dict) else ""
+        click.echo(f"  {name}  {queues}")
+    click.echo("queues:")
+    for name, q in sorted(report["queues"].items()):
+        age = q.get("oldest_age_s")
+        shown = "-" if age is None else f"{age:.1f} s"
+        count = "?" if q.get("messages") is None else q["messages"]
+        click.echo(f"  {name}: {count} waiting, oldest {shown}")
+    for problem in report["problems"]:
+        click.echo(f"PROBLEM: {problem}")
+    if not report["problems"]:
+        click.echo("ok")
+
+
+@click.command(name="exporter")
+@click.option("--address", default=None, help="Listen address (default: metrics.address).")
+@click.option("--port", type=int, default=None, help="Listen port (default: metrics.port).")
+@click.option("--once", is_flag=True, help="Sample once, print the metrics and exit.")
+@click.pass_context
+def exporter(ctx: click.Context, address: str | None, port: int | None, once: bool) -> None:
+    """Serve celery_queue_length for every queue of the app (run ONE per deployment)."""
+    from celery_kit.app import settings_of
+    from celery_kit.cli import _app
+    from celery_kit.exceptions import CeleryKitError
+    from celery_kit.metrics_exporter import run_exporter
+
+    app = _app(ctx)
+    try:
+        conf = settings_of(app).metrics
+    except CeleryKitError as exc:
+        raise click.ClickException(str(exc)) from None
+    body = run_exporter(
+        app,
+        address=address if address is not None else conf.address,
+        port=port if port is not None else conf.port,
+        once=once,
+    )
+    if body is not None:
+        click.echo(body.decode(), nl=False)

@@ -1,0 +1,129 @@
+"""Idempotency keys on real workers (must-show 2).
+
+The body of ``kit_reliability.charge`` (idempotency_key="charge:{order_id}") counts its
+starts and its completed effects in Redis, so the tests count what really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from reliability_support import APP, APPS, kit_env, producer, wait_for
+
+pytestmark = pytest.mark.timeout(150)
+
+LEASE_S = 1.5
+
+
+@pytest.fixture
+def env(kit_redis_url: str) -> dict[str, str]:
+    return kit_env(kit_redis_url, kit_redis_url, IDEMPOTENCY__LEASE_S=str(LEASE_S))
+
+
+def count(client: redis.Redis, key: str) -> int:
+    return int(client.get(key) or 0)
+
+
+def producer_with_charge(env: dict[str, str]) -> tuple[Celery, Any]:
+    """The test's app, declaring the task like the worker does (enqueue de-duplication
+    happens in the publisher)."""
+    app = producer(env)
+
+    @app.task(
+        name="kit_reliability.charge",
+        shared=False,
+        idempotency_key="charge:{order_id}",
+        dedupe_enqueue=True,
+    )
+    def charge(order_id: str, sleep_s: float) -> None:
+        raise AssertionError("runs on the worker only")
+
+    return app, charge
+
+
+def test_duplicate_deliveries_on_two_workers_run_the_body_once(
+    env: dict[str, str], kit_redis_url: str, kit_worker
+) -> None:
+    # Given two workers with one process each
+    workers = [kit_worker(APP, env=env, pythonpath=[APPS], concurrency=1) for _ in range(2)]
+    app, state = producer(env), redis.Redis.from_url(kit_redis_url)
+    # When the same charge is delivered twice at once (two messages, as a producer
+    # retrying its publish would send; send_task skips enqueue de-duplication)
+    first = app.send_task("kit_reliability.charge", args=["o1", 2.0])
+    second = app.send_task("kit_reliability.charge", args=["o1", 2.0])
+    # Then both succeed with the one stored result, and the body ran once
+    assert first.get(timeout=60) == second.get(timeout=60)
+    assert (count(state, "starts:o1"), count(state, "effects:o1")) == (1, 1)
+    # and the two deliveries really went to different workers, concurrently
+    received = [
+        {tid for tid in (first.id, second.id) if f"charge[{tid}] received" in w.log_text()}
+        for w in workers
+    ]
+    assert all(len(r) >= 1 for r in received), received
+    logs = "".join(w.log_text() for w in workers)
+    assert "is being run by task" in logs  # the duplicate waited instead of running
+
+
+def test_after_success_a_duplicate_returns_the_stored_result(
+    env: dict[str, str], kit_redis_url: str, kit_worker
+) -> None:
+    worker = kit_worker(APP, env=env, pythonpath=[APPS], concurrency=1)
+    _app, charge = producer_with_charge(env)
+    state = redis.Redis.from_url(kit_redis_url)
+    # When the same key is published twice while the first is pending
+    pending = charge.delay("o2", 0.5)
+    again = charge.delay("o2", 0.5)
+    # Then the second publish returns the pending task instead of queuing another
+    assert again.id == pending.id
+    stored = pending.get(timeout=30)
+    # When it is delivered again after success (a new message)
+    later = charge.delay("o2", 0.5)
+    assert later.id != pending.id
+    # Then the stored result comes back without running the body
+    assert later.get(timeout=30) == stored
+    assert (count(state, "starts:o2"), count(state, "effects:o2")) == (1, 1)
+    assert f"charge[{later.id}]: celery_kit:idem:kit_reliability.charge:charge:o2 already done" in (
+        worker.log_text()
+    )
+
+
+def test_a_run_sigkilled_mid_body_is_completed_once_after_its_lease_expires(
+    kit_redis_url: str, kit_worker
+) -> None:
+    # Celery notices the dead pool process after worker_lost_wait (10 s by default) and
+    # requeues at once; 1 s here, so the redelivery usually arrives while the lease (4 s)
+    # still holds and has to wait for it (it is deferred, "is being run by task ...").
+    env = kit_env(
+        kit_redis_url,
+        kit_redis_url,
+        IDEMPOTENCY__LEASE_S="4",
+        CELERY_OVERRIDES='{"worker_lost_wait": 1}',
+    )
+    worker = kit_worker(APP, env=env, pythonpath=[APPS], concurrency=1)
+    app, state = producer(env), redis.Redis.from_url(kit_redis_url)
+    # Given a charge whose body is running (its effect not yet applied)
+    result = app.send_task("kit_reliability.charge", args=["o3", 3.0])
+    wait_for(lambda: count(state, "starts:o3") == 1, timeout_s=20, what="the body to start")
+    victim = int(state.lindex("pids:o3", 0) or 0)
+    assert victim in worker.pool_pids()
+    # When its pool process is SIGKILLed mid-body
+    os.kill(victim, signal.SIGKILL)
+    key = "celery_kit:idem:kit_reliability.charge:charge:o3"
+    expires_at = time.time() + int(state.pttl(key)) / 1000  # nobody renews it any more
+    assert state.hget(key, "s") == b"r"
+    # Then the redelivered message waits for the dead run's lease, runs, and succeeds
+    value = result.get(timeout=60)
+    assert value["charged"] == "o3"
+    assert value["pid"] != victim
+    # and the effect happened exactly once (the killed run never reached it)
+    assert (count(state, "starts:o3"), count(state, "effects:o3")) == (2, 1)
+    # and the second body started only once the dead run's lease had expired
+    second_start = float(state.lindex("started-at:o3", 1) or 0)
+    assert second_start >= expires_at - 0.05
+    assert state.hget(key, "s") == b"d"

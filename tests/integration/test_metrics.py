@@ -1,0 +1,378 @@
+"""Metrics on a real Redis and real prefork workers: nothing under-counted across processes.
+
+Given/When/Then in each test. The worker gets ``PROMETHEUS_MULTIPROC_DIR`` in its
+environment, exactly as ``kit worker`` / ``python -m celery_kit.launch`` prepare it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from _observe import (
+    APPS,
+    free_port,
+    listening_pids,
+    obs_env,
+    parse,
+    producer,
+    run_probe,
+    scrape,
+    value,
+    wait_for,
+)
+from celery.exceptions import TimeLimitExceeded
+
+from celery_kit.metrics import metrics_of
+from celery_kit.queues import Priority
+from celery_kit.testing import WorkerProcess, WorkerStartError
+
+pytestmark = pytest.mark.timeout(180)
+
+N = 40
+
+
+def test_counts_are_exact_across_children_and_recycled_children(
+    kit_redis_url: str, kit_worker, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = obs_env(
+        kit_redis_url,
+        kit_redis_url,
+        tmp_path,
+        metrics_port=port,
+        CELERY_KIT_WORKER__MAX_TASKS_PER_CHILD="5",
+    )
+    worker = kit_worker("kit_observe", env=env, concurrency=2, pythonpath=[APPS])
+    app = producer(env)
+    first_children = set(worker.pool_pids())
+    assert len(first_children) == 2
+
+    # Given N tasks, 3 failures and 2 tasks that retry once, on a pool recycled every 5 tasks
+    results = [app.send_task("kit_observe.pid") for _ in range(N)]
+    failures = [app.send_task("kit_observe.fail") for _ in range(3)]
+    retries = [app.send_task("kit_observe.retry_once", (uuid.uuid4().hex,)) for _ in range(2)]
+    pids = {r.get(timeout=60) for r in results}
+    for r in failures:
+        r.get(timeout=60, propagate=False)
+    assert [r.get(timeout=60) for r in retries] == [2, 2]
+    # (both first children ran tasks, and children were recycled)
+    assert first_children <= pids
+    assert len(pids) > 2
+
+    # When /metrics is scraped on the worker's single port
+    def settled() -> dict:
+        samples = scrape(port)
+        done = value(samples, "celery_task_succeeded_total", name="kit_observe.pid") >= N
+        return samples if done and value(samples, "celery_task_retried_total") >= 2 else {}
+
+    samples = wait_for(settled, timeout_s=30, what="the counts")
+    time.sleep(1.0)
+    samples = scrape(port)
+
+    # Then every event is counted exactly once, whichever process saw it
+    def v(metric: str, /, **labels: str) -> float:
+        return value(samples, metric, **labels)
+
+    host = {"hostname": worker.hostname, "queue_name": "default"}
+    assert v("celery_task_received_total", name="kit_observe.pid", **host) == N
+    assert v("celery_task_started_total", name="kit_observe.pid", **host) == N
+    assert v("celery_task_succeeded_total", name="kit_observe.pid", **host) == N
+    assert v("celery_task_runtime_count", name="kit_observe.pid", **host) == N
+    assert v("celery_task_queue_wait_time_count", name="kit_observe.pid", **host) == N
+    assert v("celery_task_started_total", name="kit_observe.fail") == 3
+    assert v("celery_task_failed_total", name="kit_observe.fail", exception="ValueError") == 3
+    assert v("celery_task_succeeded_total", name="kit_observe.fail") == 0
+    assert v("celery_task_started_total", name="kit_observe.retry_once") == 4
+    assert v("celery_task_retried_total", name="kit_observe.retry_once") == 2
+    assert v("celery_task_succeeded_total", name="kit_observe.retry_once") == 2
+    # the retries were re-published by the pool children: counted as sent there
+    assert v("celery_task_sent_total", name="kit_observe.retry_once") == 2
+    assert v("celery_worker_up", hostname=worker.hostname) == 1
+    assert v("celery_worker_tasks_active", hostname=worker.hostname) == 0
+    # exited children's files were folded into one archive, and nothing was lost doing so
+    assert (tmp_path / "metrics-mp" / "counter_archive.db").exists()
+    # And the publisher counted what it sent, in its own process
+    sent = metrics_of(app).registry.get_sample_value(
+        "celery_task_sent_total",
+        {"name": "kit_observe.pid", "hostname": socket.gethostname(), "queue_name": "default"},
+    )
+    assert sent == N
+    # And exactly one process, the worker's main process, listens on the metrics port
+    assert listening_pids(port) == {worker.pid}
+
+
+def test_hard_time_limit_kill_is_counted_as_a_failure(
+    kit_redis_url: str, kit_worker, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = obs_env(
+        kit_redis_url,
+        kit_redis_url,
+        tmp_path,
+        metrics_port=port,
+        soft=1,
+        hard=2,
+        CELERY_KIT_METRICS__QUEUE_LENGTH_IN_WORKER="1",
+        CELERY_KIT_METRICS__QUEUE_LENGTH_INTERVAL_S="1",
+    )
+    worker = kit_worker("kit_observe", env=env, concurrency=2, pythonpath=[APPS])
+    app = producer(env)
+
+    # Given a task that ignores its soft limit
+    result = app.send_task("kit_observe.hard_limited")
+    # When the hard limit kills its pool process (reported by the worker's main process)
+    with pytest.raises(TimeLimitExceeded):
+        result.get(timeout=30)
+
+    # Then it is one failure, with its exception class
+    def counted() -> dict:
+        samples = scrape(port)
+        return samples if value(samples, "celery_task_failed_total") >= 1 else {}
+
+    wait_for(counted, timeout_s=30, what="the failure")
+    time.sleep(1.0)
+    samples = scrape(port)
+    labels = {"name": "kit_observe.hard_limited", "hostname": worker.hostname}
+    assert value(samples, "celery_task_started_total", **labels) == 1
+    assert (
+        value(
+            samples,
+            "celery_task_failed_total",
+            exception="TimeLimitExceeded",
+            queue_name="default",
+            **labels,
+        )
+        == 1
+    )
+    assert value(samples, "celery_task_failed_total") == 1
+    assert value(samples, "celery_task_succeeded_total") == 0
+    # (this worker samples its own queue's length too: metrics.queue_length_in_worker)
+    assert ("celery_queue_length", frozenset({("queue_name", "default")})) in samples
+
+
+def _true_depth(client: redis.Redis, queue: str) -> int:
+    """Independent count: every list whose name is the queue or starts with ``queue:``."""
+    keys = client.keys(f"{queue}*")
+    names = [k for k in keys if k == queue.encode() or k.startswith(f"{queue}:".encode())]
+    return sum(int(client.llen(k)) for k in names if client.type(k) == b"list")
+
+
+def test_queue_length_counts_every_priority_and_wait_time_shows_the_delay(
+    kit_redis_url: str, kit_worker, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = obs_env(kit_redis_url, kit_redis_url, tmp_path, metrics_port=port)
+    app = producer(env)
+    client = redis.Redis.from_url(kit_redis_url)
+
+    # Given 9 messages waiting in `default` at several priorities (no worker yet)
+    levels = [Priority.LOWEST, Priority.LOW, Priority.LOW, None, Priority.HIGH]
+    levels += [Priority.HIGHEST, Priority.HIGHEST, Priority.HIGHEST, 7]
+    published_at = time.time()
+    results = [app.send_task("kit_observe.pid", priority=p) for p in levels]
+    true_depth = _true_depth(client, "default")
+    assert true_depth == len(levels)
+    assert client.llen("default") < true_depth  # what `LLEN default` tools report
+
+    # When the deployment exporter samples the queues once (a real `celery kit` process)
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "kit_observe", "kit", "exporter", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env, "PYTHONPATH": APPS},
+    )
+    assert done.returncode == 0, done.stderr
+    samples = parse(done.stdout)
+    # Then the length is the true number of waiting messages, every priority list counted
+    assert value(samples, "celery_queue_length", queue_name="default") == true_depth
+    assert value(samples, "celery_queue_length", queue_name="critical") == 0
+    oldest = value(samples, "celery_queue_oldest_message_age_seconds", queue_name="default")
+    assert 0 < oldest <= time.time() - published_at + 1
+
+    # When a worker starts at least DELAY seconds after the publish
+    delay_s = 3.0
+    time.sleep(max(0.0, published_at + delay_s - time.time()))
+    kit_worker("kit_observe", env=env, concurrency=2, pythonpath=[APPS])
+    for r in results:
+        r.get(timeout=60)
+
+    # Then the wait-time histogram puts every one of them above the delay
+    def counted() -> dict:
+        s = scrape(port)
+        return s if value(s, "celery_task_queue_wait_time_count") >= len(levels) else {}
+
+    samples = wait_for(counted, timeout_s=30, what="the wait times")
+    name = {"name": "kit_observe.pid"}
+    assert value(samples, "celery_task_queue_wait_time_count", **name) == len(levels)
+    assert value(samples, "celery_task_queue_wait_time_bucket", le="2.5", **name) == 0
+    assert value(samples, "celery_task_queue_wait_time_sum", **name) >= delay_s * len(levels)
+
+
+def test_worker_refuses_to_start_when_prometheus_client_was_imported_too_early(
+    kit_redis_url: str, kit_worker, tmp_path: Path
+) -> None:
+    env = obs_env(kit_redis_url, kit_redis_url, tmp_path, metrics_port=free_port())
+    del env["PROMETHEUS_MULTIPROC_DIR"]  # and the app imports prometheus_client itself
+    with pytest.raises(WorkerStartError) as info:
+        kit_worker("kit_observe_early", env=env, concurrency=2, pythonpath=[APPS])
+    assert "imported before PROMETHEUS_MULTIPROC_DIR was set" in str(info.value)
+    assert "python -m celery_kit.launch" in str(info.value)
+
+
+def test_launcher_prepares_the_directory_and_the_worker_removes_it(
+    kit_redis_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = obs_env(kit_redis_url, kit_redis_url, tmp_path, metrics_port=port)
+    del env["PROMETHEUS_MULTIPROC_DIR"]
+    child_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CELERY_KIT_", "CELERY_BROKER", "CELERY_RESULT", "PROMETHEUS_"))
+    }
+    child_env |= env | {"PYTHONPATH": APPS, "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "launched.log"
+    name = f"launched-{uuid.uuid4().hex[:6]}"
+    argv = [sys.executable, "-m", "celery_kit.launch", "-A", "kit_observe_early", "worker"]
+    argv += ["-n", f"{name}@%h", "-c", "2", "-l", "INFO", "--without-gossip", "--without-mingle"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv, env=child_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    worker = WorkerProcess(proc, hostname=f"{name}@{socket.gethostname()}", log_path=log)
+    try:
+        # Given a worker whose app imports prometheus_client, started through the launcher
+        worker.wait_for_log(f"{worker.hostname} ready.", timeout_s=60)
+        directory = next(
+            line.split("multiprocess directory ", 1)[1].split(" ", 1)[0]
+            for line in worker.log_text().splitlines()
+            if "multiprocess directory" in line
+        )
+        assert Path(directory).is_dir()
+        # When it runs tasks in both children
+        app = producer(env)
+        results = [app.send_task("kit_observe.pid") for _ in range(10)]
+        assert len({r.get(timeout=60) for r in results}) == 2
+
+        # Then nothing is under-counted
+        def counted() -> dict:
+            s = scrape(port)
+            return s if value(s, "celery_task_succeeded_total") >= 10 else {}
+
+        samples = wait_for(counted, timeout_s=30, what="the counts")
+        assert value(samples, "celery_task_started_total") == 10
+    finally:
+        worker.terminate(timeout_s=20)
+    # And the private directory is gone after a warm shutdown
+    assert not Path(directory).exists()
+
+
+def test_deployment_health_reports_workers_and_queue_depths(
+    kit_redis_url: str, kit_worker, tmp_path: Path
+) -> None:
+    env = obs_env(kit_redis_url, kit_redis_url, tmp_path)
+    app = producer(env)
+    # Given a worker on `default` and 3 messages waiting on `low` (nobody consumes it)
+    worker = kit_worker(
+        "kit_observe", env=env, concurrency=1, queues=["default"], pythonpath=[APPS]
+    )
+    for level in (Priority.LOWEST, Priority.NORMAL, Priority.HIGHEST):
+        app.send_task("kit_observe.pid", queue="low", priority=level)
+
+    # When `kit health` runs without a probe flag
+    def report() -> dict:
+        done = subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "kit_observe", "kit", "health", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **env, "PYTHONPATH": APPS},
+        )
+        data = json.loads(done.stdout)
+        data["rc"] = done.returncode
+        return data if worker.hostname in data["workers"] else {}
+
+    data = wait_for(report, timeout_s=30, what="the worker's heartbeat key", every_s=1)
+    # Then it lists the worker (from its Redis heartbeat) and every priority of `low`
+    assert data["rc"] == 0
+    assert data["workers_source"] == "redis"
+    assert data["workers"][worker.hostname]["queues"] == ["default"]
+    assert data["queues"]["low"]["messages"] == 3
+    assert data["queues"]["low"]["oldest_age_s"] >= 0
+    assert data["queues"]["default"]["messages"] == 0
+
+
+@pytest.mark.amqp
+def test_rabbitmq_queue_length_and_probes(
+    kit_amqp_url: str, kit_redis_url: str, kit_worker, kit_unique_name: str, tmp_path: Path
+) -> None:
+    from kombu import Connection
+
+    from celery_kit.depth import DepthReader
+
+    queue = kit_unique_name
+    env = obs_env(kit_amqp_url, kit_redis_url, tmp_path, CELERY_KIT_TASKS__DEFAULT_QUEUE=queue)
+    app = producer(env)
+    try:
+        # Given 5 messages at several priorities in a priority queue nobody consumes yet
+        levels = [Priority.LOWEST, Priority.NORMAL, Priority.HIGH, Priority.HIGHEST, None]
+        ids = [app.send_task("kit_observe.pid", priority=p).id for p in levels]
+        reader = DepthReader(app)
+        try:
+            depths = reader.read([queue, f"{queue}-missing"])
+        finally:
+            reader.close()
+        # Then RabbitMQ's count is every waiting message, and a missing queue is unknown
+        assert depths[queue].messages == len(levels)
+        assert depths[queue].consumers == 0
+        assert depths[f"{queue}-missing"].messages is None
+        # When a worker consumes it, its heartbeat passes both probes on RabbitMQ too
+        worker = kit_worker("kit_observe", env=env, queues=[queue], pythonpath=[APPS])
+        assert {app.AsyncResult(i).get(timeout=60) for i in ids} <= set(worker.pool_pids())
+        beat = tmp_path / f"heartbeat-{worker.hostname.split('@')[0]}.json"
+        wait_for(lambda: run_probe("liveness", beat)[0] == 0, timeout_s=30, what="liveness")
+        wait_for(lambda: run_probe("readiness", beat)[0] == 0, timeout_s=30, what="readiness")
+    finally:
+        with Connection(kit_amqp_url) as conn:
+            conn.channel().queue_delete(queue)
+
+
+def test_metrics_server_answers_metrics_only_and_reports_failures() -> None:
+    import urllib.error
+    import urllib.request
+
+    from celery_kit.metrics_exporter import MetricsServer
+
+    calls: list[str] = []
+
+    def render(accept: str) -> tuple[bytes, str]:
+        calls.append(accept)
+        if len(calls) > 1:
+            raise RuntimeError("broken")
+        return b"x_total 1\n", "text/plain; version=0.0.4"
+
+    server = MetricsServer(render, address="127.0.0.1", port=0)
+    port = server.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            assert r.read() == b"x_total 1\n"
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=10)
+        missing.value.close()
+        assert missing.value.code == 404
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        failed.value.close()
+        assert failed.value.code == 500
+    finally:
+        server.stop()
