@@ -250,6 +250,7 @@ def main() -> None:
     receivers_pct = (per_task["child_us"] + per_task["main_us"]) / total["baseline"] * 100
     metrics_pct = max(cpu_cost["metrics"], receivers_pct)
     met = metrics_pct < GOAL_PCT and metrics_pct < cpu_cost["events"]
+    met_wall = cost["metrics"] < GOAL_PCT and cost["metrics"] < cost["events"]
     data: dict[str, Any] = {
         "backlog": BACKLOG,
         "rounds": ROUNDS,
@@ -265,6 +266,7 @@ def main() -> None:
         "receivers_us_per_task": per_task,
         "goal": f"metrics < {GOAL_PCT:g}% and below events",
         "goal_met": met,
+        "goal_met_wall_clock_median": met_wall,
         "machine": {
             "python": platform.python_version(),
             "celery": celery.__version__,
@@ -336,9 +338,15 @@ def _markdown(data: dict[str, Any]) -> str:
         " this shared machine (every round is in metrics.json), so the larger of the two"
         " figures is taken as the cost.",
         "",
-        f"**Goal ({data['goal']}): {'met' if data['goal_met'] else 'NOT met'}** — metrics"
-        f" {data['metrics_cost_pct_judged']:.1f} % of CPU per task; events"
-        f" {cpu_cost['events']:+.1f} % CPU per task and {-cost['events']:+.1f} % throughput.",
+        f"**Goal ({data['goal']}), on CPU per task:"
+        f" {'met' if data['goal_met'] else 'NOT met'}** — metrics"
+        f" {data['metrics_cost_pct_judged']:.1f} %, events {cpu_cost['events']:+.1f} %.",
+        "",
+        f"**On wall-clock median throughput:"
+        f" {'met' if data['goal_met_wall_clock_median'] else 'NOT met'}** — metrics"
+        f" {-cost['metrics']:+.1f} %, events {-cost['events']:+.1f} %"
+        f" (baseline rounds alone span {min(runs['baseline']):.0f} to"
+        f" {max(runs['baseline']):.0f} tasks/s here).",
         "",
     ]
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from celery import bootsteps, signals
 from celery_kit.metrics import KitMetrics, _AppMetrics, _state, metrics_of
 from celery_kit.metrics_multiproc import (
     MULTIPROC_ENV,
+    MetricsSetupError,
     compact_dead_processes,
     remove_owned_dir,
     setup_multiprocess,
@@ -282,7 +283,14 @@ class MetricsStep(bootsteps.StartStopStep):
             return
         settings = state.settings
         server = MetricsServer(_worker_render(state), address=settings.address, port=settings.port)
-        port = server.start()
+        try:
+            port = server.start()
+        except OSError as exc:
+            raise MetricsSetupError(
+                f"the worker's /metrics endpoint cannot listen on {settings.address}:"
+                f"{settings.port} ({exc}); another worker on this host? Give each worker its"
+                " own metrics.port (CELERY_KIT_METRICS__PORT), or 0 for any free port"
+            ) from exc
         state.server = server
         logger.info(
             "celery_kit metrics: serving http://%s:%d/metrics (one endpoint for the whole pool)",

@@ -336,6 +336,10 @@ class WorkerProcess:
         return "found"
 
 
+#: The ``health.heartbeat_file`` setting as an environment variable.
+HEARTBEAT_FILE_ENV = "CELERY_KIT_HEALTH__HEARTBEAT_FILE"
+
+
 def _worker_env(
     extra: Mapping[str, str] | None, pythonpath: Sequence[str | os.PathLike[str]]
 ) -> dict[str, str]:
@@ -396,6 +400,8 @@ class WorkerFactory:
         argv += ["--without-gossip", "--without-mingle", *queue_args, *extra_args]
         log_path = self.log_dir / f"worker-{len(self.workers)}-{name}.log"
         child_env = _worker_env(env, pythonpath)
+        # a kit worker's heartbeat file lives with its log, not in the shared /tmp
+        child_env.setdefault(HEARTBEAT_FILE_ENV, str(log_path.with_suffix(".heartbeat.json")))
         proc = _popen(argv, log_path, env=child_env, cwd=cwd, start_new_session=True)
         worker = WorkerProcess(proc, hostname=f"{name}@{socket.gethostname()}", log_path=log_path)
         self.workers.append(worker)

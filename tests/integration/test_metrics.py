@@ -29,6 +29,7 @@ from _observe import (
     value,
     wait_for,
 )
+from billiard.exceptions import WorkerLostError
 from celery.exceptions import TimeLimitExceeded
 
 from celery_kit.metrics import metrics_of
@@ -110,7 +111,7 @@ def test_counts_are_exact_across_children_and_recycled_children(
     assert listening_pids(port) == {worker.pid}
 
 
-def test_hard_time_limit_kill_is_counted_as_a_failure(
+def test_time_limit_kill_and_lost_worker_are_counted_as_failures(
     kit_redis_url: str, kit_worker, tmp_path: Path
 ) -> None:
     port = free_port()
@@ -123,20 +124,30 @@ def test_hard_time_limit_kill_is_counted_as_a_failure(
         hard=2,
         CELERY_KIT_METRICS__QUEUE_LENGTH_IN_WORKER="1",
         CELERY_KIT_METRICS__QUEUE_LENGTH_INTERVAL_S="1",
+        # a lost worker is then a failure, not a requeue (Celery reports no requeue signal)
+        CELERY_KIT_TASKS__REJECT_ON_WORKER_LOST="false",
+        # billiard notices a dead pool process within ~5 s: its task's limit must be longer
+        CELERY_KIT_TASKS__LIMITS=json.dumps(
+            {"kit_observe.die": {"soft_time_limit_s": 20, "time_limit_s": 25}}
+        ),
     )
     worker = kit_worker("kit_observe", env=env, concurrency=2, pythonpath=[APPS])
     app = producer(env)
 
-    # Given a task that ignores its soft limit
+    # Given a task that ignores its soft limit, and one whose pool process dies
     result = app.send_task("kit_observe.hard_limited")
-    # When the hard limit kills its pool process (reported by the worker's main process)
+    lost = app.send_task("kit_observe.die")
+    # When the hard limit kills its pool process, and the other process exits (both
+    # reported by the worker's main process, not by the pool process)
     with pytest.raises(TimeLimitExceeded):
         result.get(timeout=30)
+    with pytest.raises(WorkerLostError):
+        lost.get(timeout=30)
 
-    # Then it is one failure, with its exception class
+    # Then each is one failure, with its exception class
     def counted() -> dict:
         samples = scrape(port)
-        return samples if value(samples, "celery_task_failed_total") >= 1 else {}
+        return samples if value(samples, "celery_task_failed_total") >= 2 else {}
 
     wait_for(counted, timeout_s=30, what="the failure")
     time.sleep(1.0)
@@ -153,7 +164,17 @@ def test_hard_time_limit_kill_is_counted_as_a_failure(
         )
         == 1
     )
-    assert value(samples, "celery_task_failed_total") == 1
+    assert (
+        value(
+            samples,
+            "celery_task_failed_total",
+            name="kit_observe.die",
+            exception="WorkerLostError",
+            hostname=worker.hostname,
+        )
+        == 1
+    )
+    assert value(samples, "celery_task_failed_total") == 2
     assert value(samples, "celery_task_succeeded_total") == 0
     # (this worker samples its own queue's length too: metrics.queue_length_in_worker)
     assert ("celery_queue_length", frozenset({("queue_name", "default")})) in samples
@@ -376,3 +397,15 @@ def test_metrics_server_answers_metrics_only_and_reports_failures() -> None:
         assert failed.value.code == 500
     finally:
         server.stop()
+
+
+def test_a_taken_metrics_port_stops_the_worker_with_the_fix(
+    kit_redis_url: str, kit_worker, tmp_path: Path
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = int(taken.getsockname()[1])
+        env = obs_env(kit_redis_url, kit_redis_url, tmp_path, metrics_port=port)
+        env["CELERY_KIT_METRICS__ADDRESS"] = "127.0.0.1"
+        with pytest.raises(WorkerStartError) as info:
+            kit_worker("kit_observe", env=env, concurrency=1, pythonpath=[APPS])
+    assert "Give each worker its own metrics.port" in str(info.value)

@@ -327,6 +327,9 @@ def test_multiprocess_mode_is_set_up_when_prometheus_client_is_not_imported_yet(
         from prometheus_client import values
         assert values.ValueClass._multiprocess
         assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == mp.directory and mp.owned
+        from celery_kit.metrics_multiproc import remove_owned_dir
+        remove_owned_dir(mp)
+        assert not os.path.exists(mp.directory)
         print("ok")
         """
     )
@@ -459,3 +462,15 @@ def test_importing_observability_modules_does_nothing(module: str) -> None:
         """
     )
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_web_app_exposes_what_it_published(app: Any) -> None:
+    from celery_kit.metrics_exporter import exposition
+
+    wrap_sender(app, lambda *a, **kw: None)("p", "t.add", _message(), None, None, "critical")
+    body, content_type = exposition(app)
+    assert content_type.startswith("text/plain")
+    assert b'celery_task_sent_total{hostname="' in body
+    assert b'name="t.add",queue_name="critical"} 1.0' in body
+    body, content_type = exposition(app, "application/openmetrics-text")
+    assert content_type.startswith("application/openmetrics-text")

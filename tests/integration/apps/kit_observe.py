@@ -51,6 +51,13 @@ def hard_limited() -> None:
             time.sleep(0.1)
 
 
+@app.task(name="kit_observe.die")
+def die() -> None:
+    """Its pool process exits mid-task (an OOM kill or a segfault would do the same)."""
+    time.sleep(0.2)
+    os._exit(1)
+
+
 @app.task(name="kit_observe.steps")
 def steps(n: int, pause_s: float) -> dict[str, int]:
     """Reports progress at each step, then returns."""
