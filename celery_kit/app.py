@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from celery import Celery, bootsteps
 
@@ -13,7 +13,10 @@ from celery_kit.observe import install_observability
 from celery_kit.routing import install_topology
 from celery_kit.tasks import install_tasks
 
-__all__ = ["StartupChecks", "check_tasks", "make_app", "settings_of"]
+if TYPE_CHECKING:
+    from celery import Task
+
+__all__ = ["StartupChecks", "build_app", "check_tasks", "make_app", "settings_of"]
 
 #: Attribute on the app that holds its Settings (no module-level registry: two apps
 #: in one process never share state).
@@ -25,6 +28,7 @@ def make_app(
     *,
     settings: Settings | None = None,
     config: str | os.PathLike[str] | None = None,
+    framework: Literal["django"] | None = None,
     **overrides: Any,
 ) -> Celery:
     """Build a Celery app with the kit's safe defaults and the given configuration.
@@ -33,6 +37,9 @@ def make_app(
         name: the app's main module name, as for ``Celery(name)``.
         settings: a ready ``Settings``; exclusive with ``config`` and ``overrides``.
         config: a TOML file (default: ``CELERY_KIT_CONFIG`` if set).
+        framework: ``"django"``: ``CELERY_*`` Django settings (and a ``CELERY_KIT`` dict)
+            win over kit defaults, tasks get ``delay_on_commit`` (docs/integrations.md).
+            Flask: ``celery_kit.integrations.flask.celery_init_app(flask_app)``.
         **overrides: settings by name, highest precedence (``tasks={"time_limit_s": 60}``).
 
     Returns:
@@ -41,14 +48,38 @@ def make_app(
     Raises:
         ConfigError: invalid or unsafe settings (the message says what to change).
     """
-    if settings is not None and (config is not None or overrides):
+    if settings is not None and (config is not None or overrides or framework is not None):
         raise ConfigError(
-            "make_app(): pass either settings= or config=/keyword settings, not both"
-            " (build the Settings with those values instead)"
+            "make_app(): pass either settings= or config=/framework=/keyword settings, not"
+            " both (build the Settings with those values instead)"
+        )
+    if framework == "django":
+        from celery_kit.integrations.django import make_django_app
+
+        return make_django_app(name, config=config, **overrides)
+    if framework is not None:
+        raise ConfigError(
+            f"make_app(framework={framework!r}): the only framework make_app reads is"
+            " 'django'; for Flask call celery_kit.integrations.flask.celery_init_app(flask_app)"
         )
     if settings is None:
         settings = Settings(_config=config, **overrides)
-    app = Celery(name, amqp="celery_kit.publish:KitAMQP")
+    return build_app(name, settings)
+
+
+def build_app(
+    name: str, settings: Settings, *, task_cls: type[Task[Any, Any]] | None = None
+) -> Celery:
+    """Build the app for ready ``settings`` (shared by ``make_app`` and the integrations).
+
+    Args:
+        name: the app's main module name.
+        settings: the validated settings; ``conf`` receives exactly ``settings.celery_conf()``.
+        task_cls: a ``KitTask`` subclass to use as the app's task class (framework glue);
+            ``None``: ``KitTask``, mixed with Django's task class when Celery picked it.
+    """
+    extra: dict[str, Any] = {} if task_cls is None else {"task_cls": task_cls}
+    app = Celery(name, amqp="celery_kit.publish:KitAMQP", **extra)
     app.conf.update(settings.celery_conf())
     setattr(app, _ATTR, settings)
     app.steps["worker"].add(StartupChecks)

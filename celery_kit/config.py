@@ -24,7 +24,7 @@ from celery_kit import defaults as d
 from celery_kit.conf import build_conf
 from celery_kit.queues import QueueSpec, default_queues
 from celery_kit.routing import RouteSpec, check_hook_path
-from celery_kit.sources import Origin, load_layers, validate_into
+from celery_kit.sources import FrameworkLayer, Origin, load_layers, validate_into
 from celery_kit.workers import WorkerProfile
 
 __all__ = [
@@ -366,6 +366,8 @@ class Settings(BaseSettings):
     ``Settings(**values)`` reads the environment and the TOML file like any
     pydantic-settings object (keyword arguments win). Pass ``_config=PATH`` to name the
     TOML file and ``_environ=MAPPING`` to read a mapping instead of ``os.environ``.
+    ``_framework`` (built by ``celery_kit.integrations``) adds Django's or Flask's
+    configuration above the TOML file and below the environment.
 
     Raises:
         ConfigError: a key is unknown, a value malformed, or two values unsafe together.
@@ -412,9 +414,12 @@ class Settings(BaseSettings):
         self,
         _config: str | os.PathLike[str] | None = None,
         _environ: Mapping[str, str] | None = None,
+        _framework: FrameworkLayer | None = None,
         **values: Any,
     ) -> None:
-        merged, origins = load_layers(type(self), config=_config, environ=_environ, kwargs=values)
+        merged, origins = load_layers(
+            type(self), config=_config, environ=_environ, kwargs=values, framework=_framework
+        )
         validate_into(self, merged, origins, super().__init__)
         self._origins = origins
         build_conf(self)  # cross-field rules run on the effective Celery values
@@ -496,7 +501,7 @@ class Settings(BaseSettings):
             return value
         from celery.app.backends import BACKEND_ALIASES
 
-        if scheme not in BACKEND_ALIASES:
+        if scheme not in BACKEND_ALIASES and scheme not in _plugin_backends():
             raise ValueError(
                 f"unknown result backend scheme {scheme!r}; Celery knows "
                 f"{', '.join(sorted(BACKEND_ALIASES))} and db+<sqlalchemy-url>"
@@ -525,6 +530,14 @@ class Settings(BaseSettings):
                 f"unknown time zone {value!r}; use an IANA name such as 'UTC' or 'Europe/Paris'"
             ) from None
         return value
+
+
+def _plugin_backends() -> set[str]:
+    """Backends other packages register (``celery.result_backends`` entry point), e.g.
+    django-celery-results' ``django-db``; Celery resolves URLs through them too."""
+    from importlib.metadata import entry_points
+
+    return {ep.name for ep in entry_points(group="celery.result_backends")}
 
 
 def _scheme(url: str) -> str:

@@ -18,6 +18,7 @@ to be replayed again (at least once, never lost).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -235,9 +236,13 @@ class DeadLetterStore:
 
     def replay(self, app: Celery, entry: DeadLetter) -> AsyncResult[Any]:
         """Publish ``entry`` again (same task id, original routing, retries reset), then
-        remove it from the store. The worker-lost count of the id is reset too."""
+        remove it from the store. The worker-lost count of the id is reset too, and the
+        stale FAILURE result is forgotten first, so the id reads PENDING until the replay
+        finishes instead of reporting the old failure to whoever polls it."""
         client, keys = self._kr.client, self._kr.keys
         client.delete(keys.worker_lost(entry.id))
+        with contextlib.suppress(NotImplementedError):  # backends without forget()
+            app.backend.forget(entry.id)
         result = app.send_task(
             entry.task,
             args=entry.args,

@@ -24,7 +24,15 @@ from pydantic import BaseModel, ValidationError
 
 from celery_kit.exceptions import ConfigError
 
-__all__ = ["ENV_PREFIX", "Origin", "OriginKind", "load_layers", "load_toml", "validate_into"]
+__all__ = [
+    "ENV_PREFIX",
+    "FrameworkLayer",
+    "Origin",
+    "OriginKind",
+    "load_layers",
+    "load_toml",
+    "validate_into",
+]
 
 #: Prefix of the kit's environment variables; ``__`` separates nesting levels.
 ENV_PREFIX = "CELERY_KIT_"
@@ -46,6 +54,8 @@ class OriginKind(str, enum.Enum):
     ENV = "env"
     KWARG = "kwarg"
     OVERRIDE = "override"
+    DJANGO = "django setting"
+    FLASK = "flask config"
 
 
 @dataclass(frozen=True)
@@ -59,8 +69,37 @@ class Origin:
         return f"{self.kind.value} {self.detail}".strip()
 
 
-#: Lowest first; later layers win.
-LAYER_ORDER = (OriginKind.TOML, OriginKind.ENV, OriginKind.KWARG)
+#: Lowest first; later layers win. A framework's configuration (Django settings or Flask
+#: config, at most one) sits between the TOML file and the environment.
+LAYER_ORDER = (
+    OriginKind.TOML,
+    (OriginKind.DJANGO, OriginKind.FLASK),
+    OriginKind.ENV,
+    OriginKind.KWARG,
+)
+
+
+@dataclass(frozen=True)
+class FrameworkLayer:
+    """Settings read from a web framework's configuration (see ``celery_kit.integrations``).
+
+    ``data`` has the shape of ``Settings`` (Celery keys already moved to kit fields or
+    ``celery_overrides``); ``origins`` names the framework setting behind a path or any of
+    its parents; ``default`` describes the rest.
+    """
+
+    data: Mapping[str, Any]
+    origins: Mapping[Path_, Origin]
+    default: Origin
+
+    def origin_at(self, path: Path_) -> Origin:
+        """The origin of the value at ``path`` (its own, a parent's, or ``default``)."""
+        key = path
+        while key:
+            if key in self.origins:
+                return self.origins[key]
+            key = key[:-1]
+        return self.default
 
 
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -108,6 +147,7 @@ def load_layers(
     config: str | os.PathLike[str] | None,
     environ: Mapping[str, str] | None,
     kwargs: Mapping[str, Any],
+    framework: FrameworkLayer | None = None,
 ) -> tuple[dict[str, Any], dict[Path_, Origin]]:
     """Read every source for ``model``, refuse unknown keys, and merge by precedence.
 
@@ -128,6 +168,14 @@ def load_layers(
 
         problems += _unknown_keys(model, data, (), in_file)
         layers.append((data, lambda _p: toml_origin))
+
+    if framework is not None:
+
+        def in_framework(path: Path_) -> str:
+            return f"`{'.'.join(path)}` ({framework.origin_at(path)})"
+
+        problems += _unknown_keys(model, framework.data, (), in_framework)
+        layers.append((dict(framework.data), framework.origin_at))
 
     env_data, env_names, env_problems = _read_env(model, env)
     problems += env_problems

@@ -309,3 +309,11 @@ def test_many_errors_are_reported_together() -> None:
         load(env={"CELERY_KIT_NOPE": "1", "CELERY_KIT_ALSO_NOPE": "2"})
     assert "CELERY_KIT_NOPE" in str(info.value)
     assert "CELERY_KIT_ALSO_NOPE" in str(info.value)
+
+
+def test_result_backend_registered_by_a_plugin_is_accepted(monkeypatch) -> None:
+    """django-celery-results registers ``django-db`` via ``celery.result_backends``."""
+    with pytest.raises(ConfigError, match="unknown result backend"):
+        load(result_backend="django-db://")
+    monkeypatch.setattr("celery_kit.config._plugin_backends", lambda: {"django-db"})
+    assert load(result_backend="django-db://").result_backend == "django-db://"
