@@ -23,6 +23,7 @@ import json
 import logging
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,12 @@ return 1
 def now_iso() -> str:
     """The current UTC time, ISO 8601."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+#: Message headers the kit keeps on a task across retries and replays (custom headers
+#: survive Celery's ``retry()``): when it first failed, and how often it was replayed.
+FIRST_FAILED_HEADER = "kit_first_failed_at"
+REPLAYS_HEADER = "kit_replays"
 
 
 @dataclass
@@ -113,6 +120,48 @@ class DeadLetter:
         if self.priority is not None:
             options["priority"] = self.priority
         return options
+
+
+def dead_letter_from(
+    exc: BaseException,
+    *,
+    task_id: str,
+    task_name: str,
+    args: Any,
+    kwargs: Any,
+    delivery_info: Mapping[str, Any] | None,
+    headers: Mapping[str, Any] | None,
+    reason: str,
+    attempts: int,
+    priority: int | None,
+    hostname: str | None,
+) -> DeadLetter:
+    """The entry for a failed delivery: what failed, why, and where it was routed.
+
+    ``priority`` must be the kit's value: a worker's main process only sees the broker's
+    (reversed on Redis), see ``celery_kit.queues.delivered_priority``.
+    """
+    kind, message, tb = describe(exc)
+    info, hdrs = delivery_info or {}, headers or {}
+    exchange = info.get("exchange") or None
+    return DeadLetter(
+        id=str(task_id),
+        task=str(task_name),
+        args=list(args or ()),
+        kwargs=dict(kwargs or {}),
+        reason=reason,
+        exception_type=kind,
+        exception=message,
+        traceback=tb,
+        attempts=attempts,
+        first_attempt_at=hdrs.get(FIRST_FAILED_HEADER) or now_iso(),
+        queue=info.get("routing_key") if not exchange else None,
+        exchange=exchange,
+        routing_key=info.get("routing_key"),
+        priority=priority,
+        hostname=hostname,
+        replays=int(hdrs.get(REPLAYS_HEADER, 0) or 0),
+    )
 
 
 def describe(exc: BaseException) -> tuple[str, str, str]:
@@ -248,7 +297,7 @@ class DeadLetterStore:
             args=entry.args,
             kwargs=entry.kwargs,
             task_id=entry.id,
-            headers={"kit_replays": entry.replays + 1},
+            headers={REPLAYS_HEADER: entry.replays + 1},
             **entry.routing(),
         )
         self.delete(entry.id)

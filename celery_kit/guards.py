@@ -22,7 +22,7 @@ from celery import states
 from celery.exceptions import Ignore, Reject, Retry, TaskPredicate
 
 from celery_kit.app import settings_of
-from celery_kit.dlq import DeadLetter, DeadLetterStore, describe, now_iso
+from celery_kit.dlq import FIRST_FAILED_HEADER, DeadLetterStore, dead_letter_from, now_iso
 from celery_kit.exceptions import (
     LockTakenError,
     RedisUnavailableError,
@@ -45,9 +45,8 @@ __all__ = ["backoff_s", "before_retry", "reserve_publish", "run_guarded"]
 logger = logging.getLogger(__name__)
 
 #: Message headers the kit reads and writes (custom headers survive Celery retries).
-FIRST_FAILED = "kit_first_failed_at"
+FIRST_FAILED = FIRST_FAILED_HEADER
 DEFERRALS = "kit_deferrals"
-REPLAYS = "kit_replays"
 #: Request attribute holding what this run holds (released before any retry).
 _HELD = "kit_held"
 _NOTHING: Any = object()
@@ -298,27 +297,19 @@ def _after_failure(task: KitTask, plan: Plan, settings: Settings, exc: Exception
 
 def _dead_letter(task: KitTask, exc: BaseException, reason: str) -> None:
     request = task.request
-    kind, message, tb = describe(exc)
-    info = request.delivery_info or {}
-    headers = request.headers or {}
-    exchange = info.get("exchange") or None
-    entry = DeadLetter(
-        id=str(request.id),
-        task=str(task.name),
-        args=list(request.args or ()),
-        kwargs=dict(request.kwargs or {}),
+    entry = dead_letter_from(
+        exc,
+        task_id=str(request.id),
+        task_name=task.name,
+        args=request.args,
+        kwargs=request.kwargs,
+        delivery_info=request.delivery_info,
+        headers=request.headers,
         reason=reason,
-        exception_type=kind,
-        exception=message,
-        traceback=tb,
         attempts=int(request.retries or 0) + 1,
-        first_attempt_at=headers.get(FIRST_FAILED) or now_iso(),
-        queue=info.get("routing_key") if not exchange else None,
-        exchange=exchange,
-        routing_key=info.get("routing_key"),
-        priority=info.get("priority"),
+        # in the pool process the routing prerun hook already restored the kit's value
+        priority=(request.delivery_info or {}).get("priority"),
         hostname=request.hostname,
-        replays=int(headers.get(REPLAYS, 0) or 0),
     )
     DeadLetterStore(task.app).add_or_log(entry)
 

@@ -27,7 +27,7 @@ from billiard.einfo import ExceptionInfo, ExceptionWithTraceback  # type: ignore
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.worker.request import Request
 
-from celery_kit.dlq import DeadLetter, DeadLetterStore, describe, now_iso
+from celery_kit.dlq import DeadLetterStore, dead_letter_from
 from celery_kit.exceptions import PoisonMessageError
 from celery_kit.queues import delivered_priority
 
@@ -128,27 +128,18 @@ class KitRequest(Request):
         return int((self.request_dict or {}).get("retries") or 0)
 
     def _store(self, exc: BaseException, *, reason: str, attempts: int) -> None:
-        kind, message, tb = describe(exc)
-        info = self.delivery_info or {}
-        headers = self.request_dict or {}
-        exchange = info.get("exchange") or None
-        entry = DeadLetter(
-            id=str(self.id),
-            task=str(self.task_name),
-            args=list(self.args or ()),
-            kwargs=dict(self.kwargs or {}),
+        entry = dead_letter_from(
+            exc,
+            task_id=str(self.id),
+            task_name=self.task_name,
+            args=self.args,
+            kwargs=self.kwargs,
+            delivery_info=self.delivery_info,
+            headers=self.request_dict,
             reason=reason,
-            exception_type=kind,
-            exception=message,
-            traceback=tb,
             attempts=attempts,
-            first_attempt_at=headers.get("kit_first_failed_at") or now_iso(),
-            queue=info.get("routing_key") if not exchange else None,
-            exchange=exchange,
-            routing_key=info.get("routing_key"),
             # the main process sees the broker's value (reversed on Redis): store the kit's
-            priority=delivered_priority(self.task.app, info),
+            priority=delivered_priority(self.task.app, self.delivery_info),
             hostname=self.hostname,
-            replays=int(headers.get("kit_replays", 0) or 0),
         )
         DeadLetterStore(self.task.app).add_or_log(entry)

@@ -17,7 +17,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,24 @@ def _scan(field: int, value: int) -> list[int]:
     """Pids whose /proc stat ``field`` (1 = ppid, 2 = pgrp) equals ``value``."""
     stats = {int(name): _stat(name) for name in os.listdir("/proc") if name.isdigit()}
     return [pid for pid, stat in stats.items() if stat is not None and stat[field] == value]
+
+
+def wait_until(
+    check: Callable[[], Any], *, timeout_s: float, what: str, every_s: float = 0.05
+) -> Any:
+    """Poll ``check`` until it returns something truthy, and return that.
+
+    Raises:
+        AssertionError: ``timeout_s`` passed; the message names ``what`` and the last value.
+    """
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last: {last!r})")
 
 
 def process_alive(pid: int) -> bool:

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
 from celery_kit import Settings, make_app
+from celery_kit.testing import wait_until as wait_for
 
 APPS = str(Path(__file__).parent / "apps")
 
@@ -92,17 +92,6 @@ def value(samples: dict[Any, float], metric: str, /, **labels: str) -> float:
     """Sum of the samples named ``metric`` whose labels include ``labels`` (0 if none)."""
     wanted = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == metric and wanted <= set(ls))
-
-
-def wait_for(check: Callable[[], Any], *, timeout_s: float, what: str, every_s: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last: {last!r})")
 
 
 def run_probe(kind: str, heartbeat: Path | str) -> tuple[int, str]:

@@ -7,8 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +41,6 @@ def kit_env(broker: str, state: str, **settings: str) -> dict[str, str]:
 def producer(env: dict[str, str]) -> Celery:
     """The test's own app, configured exactly like the worker's (no os.environ)."""
     return make_app(APP, settings=Settings(_environ=env))
-
-
-def wait_for(check: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
-    """Poll ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def kit_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ import pytest
 
 from celery_kit import Settings, make_app
 from celery_kit.testing import _stop
+from celery_kit.testing import wait_until as wait_for
 
 APPS = str(Path(__file__).parent / "apps")
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
@@ -62,15 +62,6 @@ def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
-
-
-def wait_for(check: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 class Flower:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from celery import Celery
 from celery.exceptions import TimeLimitExceeded
 
 from celery_kit import Settings, make_app
+from celery_kit.testing import wait_until as wait_for
 
 APPS = str(Path(__file__).parent / "apps")
 pytestmark = pytest.mark.timeout(180)
@@ -50,16 +51,6 @@ def waiting(r: redis.Redis, queue: str) -> int:
     """Messages waiting in ``queue`` on Redis, across all its priority sub-lists."""
     names = [queue, *(f"{queue}:{step}" for step in range(1, 10))]
     return sum(int(r.llen(name)) for name in names)
-
-
-def wait_for(check: Callable[[], object], *, timeout_s: float, what: str) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @pytest.fixture(params=["redis", "amqp"])

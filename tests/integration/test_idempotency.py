@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from reliability_support import APP, APPS, kit_env, producer, wait_for
+from reliability_support import APP, APPS, kit_env, producer
+
+from celery_kit.testing import wait_until as wait_for
 
 pytestmark = pytest.mark.timeout(150)
 

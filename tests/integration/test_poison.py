@@ -9,10 +9,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 from kombu import Connection
-from reliability_support import APP, APPS, dlq_entries, kit_env, producer, wait_for
+from reliability_support import APP, APPS, dlq_entries, kit_env, producer
 
 from celery_kit import Priority
 from celery_kit.exceptions import PoisonMessageError
+from celery_kit.testing import wait_until as wait_for
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -7,7 +7,7 @@ both brokers; the kit translates it. Plain Celery on the same broker is the cont
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from kombu import Connection
 
 from celery_kit import Settings, make_app
 from celery_kit.queues import Priority
+from celery_kit.testing import wait_until as wait_for
 
 APPS = str(Path(__file__).parent / "apps")
 pytestmark = pytest.mark.timeout(180)
@@ -29,18 +30,6 @@ BACKLOG = 2000
 #: one whose ack frees the prefetch slot may already be on its way. Plain Celery runs
 #: the whole remaining backlog (~BACKLOG) first.
 ALLOWED_AHEAD = 3
-
-
-def wait_for(check: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @pytest.fixture(params=["redis", "amqp"])

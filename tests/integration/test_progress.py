@@ -11,9 +11,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from _observe import APPS, obs_env, producer, status_server, wait_for
+from _observe import APPS, obs_env, producer, status_server
 
 from celery_kit.progress import task_statuses
+from celery_kit.testing import wait_until as wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
