@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,23 +50,6 @@ def waiting(r: redis.Redis, queue: str) -> int:
     """Messages waiting in ``queue`` on Redis, across all its priority sub-lists."""
     names = [queue, *(f"{queue}:{step}" for step in range(1, 10))]
     return sum(int(r.llen(name)) for name in names)
-
-
-@pytest.fixture(params=["redis", "amqp"])
-def broker(
-    request: pytest.FixtureRequest, kit_redis_url: str, kit_unique_name: str
-) -> Iterator[tuple[str, str]]:
-    """(broker URL, queue name) on each broker; RabbitMQ queues are deleted afterwards."""
-    if request.param == "redis":
-        yield kit_redis_url, "default"
-        return
-    url = request.getfixturevalue("kit_amqp_url")
-    yield url, kit_unique_name
-    from kombu import Connection
-
-    with Connection(url) as conn:
-        channel = conn.channel()
-        channel.queue_delete(kit_unique_name)
 
 
 def test_sigkilled_pool_child_task_is_redelivered_and_completes(

@@ -4,11 +4,8 @@ the DLQ after ``dlq.max_worker_lost_deliveries`` deliveries instead of looping f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
-from kombu import Connection
 from reliability_support import APP, APPS, dlq_entries, kit_env, producer
 
 from celery_kit import Priority
@@ -16,20 +13,6 @@ from celery_kit.exceptions import PoisonMessageError
 from celery_kit.testing import wait_until as wait_for
 
 pytestmark = pytest.mark.timeout(150)
-
-
-@pytest.fixture(params=["redis", pytest.param("amqp", marks=pytest.mark.amqp)])
-def broker(
-    request: pytest.FixtureRequest, kit_redis_url: str, kit_unique_name: str
-) -> Iterator[tuple[str, str]]:
-    """(broker URL, queue); the RabbitMQ queue is deleted afterwards."""
-    if request.param == "redis":
-        yield kit_redis_url, "default"
-        return
-    url = request.getfixturevalue("kit_amqp_url")
-    yield url, kit_unique_name
-    with Connection(url) as conn:
-        conn.channel().queue_delete(kit_unique_name)
 
 
 def test_a_task_that_kills_its_process_every_time_is_dead_lettered(
