@@ -17,6 +17,7 @@ install: $(STAMP)
 lint: install
 	$(VENV)/bin/ruff check celery_kit tests bench examples
 	$(VENV)/bin/ruff format --check celery_kit tests bench examples
+	$(VENV)/bin/lint-imports
 
 typecheck: install
 	$(VENV)/bin/mypy celery_kit

@@ -36,7 +36,7 @@ import celery
 import redis
 
 from celery_kit import Settings, make_app
-from celery_kit.depth import redis_list_names
+from celery_kit.observability.depth import redis_list_names
 from celery_kit.testing import RedisServer, WorkerFactory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,11 +155,12 @@ _MICRO = """
     import os, sys, time, json
     sys.path.insert(0, {root!r})
     from celery_kit import Settings, make_app
-    from celery_kit.metrics import _Hooks, _state, metrics_of
-    from celery_kit.metrics_multiproc import setup_multiprocess
+    from celery_kit.observability.hooks import _Hooks
+    from celery_kit.observability.metrics import metrics_of, metrics_state
+    from celery_kit.observability.multiproc import setup_multiprocess
     app = make_app("micro", settings=Settings(_environ={{}}, broker_url="redis://127.0.0.1:1/0",
                                               metrics={{"enabled": True}}))
-    state = _state(app)
+    state = metrics_state(app)
     state.multiprocess = setup_multiprocess(state.settings, single_process=False)
     metrics_of(app)
 

@@ -34,8 +34,9 @@ from celery import Celery
 from kombu import Connection
 
 from celery_kit import Settings, make_app
-from celery_kit.queues import Priority
+from celery_kit.config.topology import Priority
 from celery_kit.testing import DEFAULT_AMQP_URL, RedisServer, WorkerFactory
+from celery_kit.topology.priority import priority_map
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -229,7 +230,7 @@ def route_cost_us(app: Celery, task: Any, **options: Any) -> float:
 
 def translate_cost_us(app: Celery, queue: str) -> float:
     """Microseconds for the kit's priority translation of one message."""
-    table = app.amqp.kit_priorities  # type: ignore[attr-defined]
+    table = priority_map(app)
     t0 = time.perf_counter()
     for _ in range(ROUTE_CALLS):
         table.to_broker(queue, Priority.LOW)

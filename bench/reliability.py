@@ -40,11 +40,11 @@ import celery
 import redis
 
 from bench._reliability_apps import KIT_VARIANTS, build
-from celery_kit import idempotency, ratelimit
-from celery_kit.idempotency import Claim
-from celery_kit.locks import Lock, _RedisLock
-from celery_kit.ratelimit import RateLimiter
-from celery_kit.redis_client import kit_redis
+from celery_kit.coordination import idempotency, ratelimit
+from celery_kit.coordination.client import kit_redis
+from celery_kit.coordination.idempotency import Claim
+from celery_kit.coordination.locks import Lock, _RedisLock
+from celery_kit.coordination.ratelimit import RateLimiter
 from celery_kit.testing import RedisServer, WorkerFactory, WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[1]

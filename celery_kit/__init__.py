@@ -34,38 +34,40 @@ __all__ = [
 
 _LAZY = {
     "make_app": "celery_kit.app",
-    "settings_of": "celery_kit.app",
-    "Settings": "celery_kit.config",
+    "settings_of": "celery_kit.state",
+    "Settings": "celery_kit.config.settings",
     "CeleryKitError": "celery_kit.exceptions",
     "ConfigError": "celery_kit.exceptions",
     "CountdownTooLongError": "celery_kit.exceptions",
     "PublishError": "celery_kit.exceptions",
-    "Priority": "celery_kit.queues",
-    "KitTask": "celery_kit.tasks",
-    "RetryingTask": "celery_kit.tasks",
-    "PermanentError": "celery_kit.tasks",
-    "TransientError": "celery_kit.tasks",
-    "Lock": "celery_kit.locks",
-    "RateLimiter": "celery_kit.ratelimit",
-    "progress": "celery_kit.progress",
-    "task_status": "celery_kit.progress",
-    "task_statuses": "celery_kit.progress",
+    "Priority": "celery_kit.config.topology",
+    "KitTask": "celery_kit.tasks.base",
+    "RetryingTask": "celery_kit.tasks.base",
+    "PermanentError": "celery_kit.tasks.errors",
+    "TransientError": "celery_kit.tasks.errors",
+    "Lock": "celery_kit.coordination.locks",
+    "RateLimiter": "celery_kit.coordination.ratelimit",
+    "progress": "celery_kit.tasks.progress",
+    "task_status": "celery_kit.tasks.progress",
+    "task_statuses": "celery_kit.tasks.progress",
 }
 
 if TYPE_CHECKING:
-    from celery_kit.app import make_app, settings_of
-    from celery_kit.config import Settings
+    from celery_kit.app import make_app
+    from celery_kit.config.settings import Settings
+    from celery_kit.config.topology import Priority
+    from celery_kit.coordination.locks import Lock
+    from celery_kit.coordination.ratelimit import RateLimiter
     from celery_kit.exceptions import (
         CeleryKitError,
         ConfigError,
         CountdownTooLongError,
         PublishError,
     )
-    from celery_kit.locks import Lock
-    from celery_kit.progress import progress, task_status, task_statuses
-    from celery_kit.queues import Priority
-    from celery_kit.ratelimit import RateLimiter
-    from celery_kit.tasks import KitTask, PermanentError, RetryingTask, TransientError
+    from celery_kit.state import settings_of
+    from celery_kit.tasks.base import KitTask, RetryingTask
+    from celery_kit.tasks.errors import PermanentError, TransientError
+    from celery_kit.tasks.progress import progress, task_status, task_statuses
 
 
 def __getattr__(name: str) -> Any:

@@ -95,7 +95,7 @@ def _workload(app: Any) -> dict[str, Any]:
 
 def _watch(app: Any, sent: dict[str, Any], *, timeout_s: float) -> None:
     """Live progress: one status line per half second until every task is done."""
-    from celery_kit.progress import task_statuses
+    from celery_kit.tasks.progress import task_statuses
 
     started, last = time.monotonic(), ""
     ids = {label: result.id for label, result in sent.items()}
@@ -122,9 +122,9 @@ def _watch(app: Any, sent: dict[str, Any], *, timeout_s: float) -> None:
 
 
 def _report(app: Any, sent: dict[str, Any], metrics_ports: dict[str, int]) -> int:
-    from celery_kit.dlq import DeadLetterStore
-    from celery_kit.progress import task_statuses
-    from celery_kit.redis_client import kit_redis
+    from celery_kit.coordination.client import kit_redis
+    from celery_kit.coordination.dlq import DeadLetterStore
+    from celery_kit.tasks.progress import task_statuses
 
     failures = 0
     print("\n== tasks")

@@ -8,8 +8,8 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 
 from celery_kit import PermanentError, RetryingTask, TransientError, make_app
-from celery_kit.progress import progress
-from celery_kit.redis_client import kit_redis
+from celery_kit.coordination.client import kit_redis
+from celery_kit.tasks.progress import progress
 
 # Broker from CELERY_BROKER_URL (the demo sets it); everything else from the TOML file.
 app = make_app("demo", config=Path(__file__).with_name("demo.toml"))

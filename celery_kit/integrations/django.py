@@ -11,12 +11,21 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.app import defaults, utils
+from celery.app.defaults import SETTING_KEYS
 from celery.contrib.django.task import DjangoTask
+from celery.fixups.django import DjangoFixup
+from celery.utils.collections import DictAttribute
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
 
+from celery_kit.build import build_app
+from celery_kit.config.defaults import DJANGO_FALLBACKS
+from celery_kit.config.settings import Settings
+from celery_kit.config.sources import FrameworkLayer, OriginKind
 from celery_kit.exceptions import ConfigError
 from celery_kit.integrations.layer import framework_layer
-from celery_kit.sources import FrameworkLayer, OriginKind
-from celery_kit.tasks import KitTask, RetryingTask
+from celery_kit.tasks.base import KitTask, RetryingTask
 
 __all__ = [
     "KIT_SETTING",
@@ -64,11 +73,6 @@ def make_django_app(
             misspelled Celery setting, or the merged settings are invalid or unsafe (the
             message names the Django setting).
     """
-    from django.conf import settings as django_settings
-
-    from celery_kit.app import build_app
-    from celery_kit.config import Settings
-
     settings = Settings(_config=config, _framework=django_layer(django_settings), **overrides)
     app = build_app(name, settings, task_cls=DjangoKitTask)
     # Kit values are in app.conf's top layer, so Django's only fill keys the kit leaves
@@ -85,8 +89,6 @@ def django_layer(source: Any) -> FrameworkLayer:
         ConfigError: settings not configured, a misspelled ``CELERY_*`` name, or a
             ``CELERY_KIT`` that is not a dict.
     """
-    from django.core.exceptions import ImproperlyConfigured
-
     try:
         names = {name for name in dir(source) if name.isupper()}
     except ImproperlyConfigured as exc:
@@ -95,10 +97,10 @@ def django_layer(source: Any) -> FrameworkLayer:
             " os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'proj.settings')"
         ) from None
     found = celery_settings(source)
-    zone = getattr(source, "TIME_ZONE", None)
-    if "timezone" not in found and zone:
-        # Celery falls back to Django's TIME_ZONE (celery/app/utils.py: Settings.timezone)
-        found["timezone"] = (zone, "TIME_ZONE")
+    for django_name, key in DJANGO_FALLBACKS.items():  # Django's TIME_ZONE, as Celery reads it
+        value = getattr(source, django_name, None)
+        if key not in found and value:
+            found[key] = (value, django_name)
     _refuse_typos(names - {name for _, name in found.values()})
     return framework_layer(
         found, kit=getattr(source, KIT_SETTING, None), kit_name=KIT_SETTING, kind=OriginKind.DJANGO
@@ -111,13 +113,9 @@ def celery_settings(source: Any) -> dict[str, tuple[Any, str]]:
     Uses Celery's own lookup for ``config_from_object(..., namespace="CELERY")``: the
     prefixed name first, then old names (``BROKER_URL``, ``CELERYD_PREFETCH_MULTIPLIER``).
     """
-    from celery.app import utils
-    from celery.app.defaults import SETTING_KEYS
-    from celery.utils.collections import DictAttribute
-
     mapping = DictAttribute(source)
     # Celery's app.conf for a namespaced source: same key translators (private, untyped
-    # in the stubs), same prefix; tests/unit/test_integrations_django.py pins the result.
+    # in the stubs), same prefix; tests/unit/integrations/test_django.py pins the result.
     celery_utils: Any = utils
     keys = (celery_utils._old_key_to_new, celery_utils._new_key_to_old)
     view = celery_utils.Settings({}, [mapping], keys, prefix=NAMESPACE)
@@ -131,8 +129,6 @@ def celery_settings(source: Any) -> dict[str, tuple[Any, str]]:
 
 
 def _refuse_typos(unused: set[str]) -> None:
-    from celery.app import defaults
-
     celery_defaults: Any = defaults  # _OLD_SETTING_KEYS is private, absent from the stubs
     prefix = f"{NAMESPACE}_"
     known = {prefix + key.upper() for key in defaults.SETTING_KEYS}
@@ -161,8 +157,6 @@ def _ensure_fixup(app: Celery) -> None:
     """Install Celery's Django fixup when ``DJANGO_SETTINGS_MODULE`` did not (settings made
     with ``settings.configure()``): workers then run ``django.setup()``, manage database
     connections, and ``app.autodiscover_tasks()`` finds the installed apps' tasks."""
-    from celery.fixups.django import DjangoFixup
-
     fixups: Any = getattr(app, "_fixups", None)
     if isinstance(fixups, list) and not any(isinstance(f, DjangoFixup) for f in fixups):
         fixup = DjangoFixup(app)

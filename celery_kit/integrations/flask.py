@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from celery_kit.build import build_app
+from celery_kit.config.settings import Settings
+from celery_kit.config.sources import FrameworkLayer, OriginKind
 from celery_kit.exceptions import ConfigError
 from celery_kit.integrations.layer import framework_layer
-from celery_kit.sources import FrameworkLayer, OriginKind
-from celery_kit.tasks import KitTask
+from celery_kit.tasks.base import KitTask
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -93,9 +95,6 @@ def celery_init_app(
     Raises:
         ConfigError: invalid or unsafe settings (the message names the Flask config key).
     """
-    from celery_kit.app import build_app
-    from celery_kit.config import Settings
-
     settings = Settings(_config=config, _framework=flask_layer(flask_app.config), **kit_overrides)
     celery_app = build_app(flask_app.name, settings, task_cls=app_context_task(flask_app))
     if set_default:

@@ -8,14 +8,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from celery_kit.config.defaults import SHARED_NAMES
+from celery_kit.config.sources import FrameworkLayer, Origin, OriginKind
 from celery_kit.exceptions import ConfigError
-from celery_kit.sources import FrameworkLayer, Origin, OriginKind
 
 __all__ = ["KIT_FIELDS", "framework_layer"]
 
 #: Celery keys that are kit settings of the same name: the kit derives from them (broker
 #: scheme, result backend, kit Redis), so they must not hide in ``celery_overrides``.
-KIT_FIELDS: frozenset[str] = frozenset({"broker_url", "result_backend", "timezone"})
+KIT_FIELDS: frozenset[str] = SHARED_NAMES
 
 
 def framework_layer(

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from celery_kit import Settings, make_app
-from celery_kit.testing import _stop
 from celery_kit.testing import wait_until as wait_for
+from celery_kit.testing.processes import stop_process
 
 APPS = str(Path(__file__).parent / "apps")
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
@@ -100,7 +100,7 @@ class Flower:
 
     def stop(self) -> None:
         """SIGTERM (Flower saves its state and exits), SIGKILL the group after 15 s."""
-        _stop(self.proc, signal.SIGTERM, group=True, timeout_s=15.0)
+        stop_process(self.proc, signal.SIGTERM, group=True, timeout_s=15.0)
 
 
 @pytest.fixture
@@ -184,7 +184,7 @@ def test_flower_requires_auth_lists_the_worker_and_sees_task_events(
 
 
 def test_flower_in_headless_chromium(kit_redis_url: str, kit_worker, start_flower, tmp_path):
-    from _browser import Chromium, Page, find_chromium
+    from tests.integration.support.browser import Chromium, Page, find_chromium
 
     find_chromium()  # skip (or fail under CI) before starting anything
     # Given a worker and a Flower whose login the kit generated (printed once)
@@ -278,7 +278,7 @@ def test_documented_nginx_rule_keeps_metrics_and_healthcheck_private(
         # while Flower itself (loopback only) still serves them to local scrapers
         assert flower.get("/metrics")[0] == 200
     finally:
-        _stop(proc, signal.SIGTERM, group=True, timeout_s=10.0)
+        stop_process(proc, signal.SIGTERM, group=True, timeout_s=10.0)
 
 
 @pytest.mark.parametrize(

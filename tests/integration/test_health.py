@@ -15,7 +15,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from _observe import (
+
+from celery_kit.testing import RedisServer
+from tests.integration.support.observe import (
     APPS,
     FreezableProxy,
     obs_env,
@@ -24,8 +26,6 @@ from _observe import (
     run_probe,
     wait_for,
 )
-
-from celery_kit.testing import RedisServer
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from reliability_support import APP, APPS, kit_env, producer
 
 from celery_kit.testing import wait_until as wait_for
+from tests.integration.support.reliability import APP, APPS, kit_env, producer
 
 pytestmark = pytest.mark.timeout(150)
 

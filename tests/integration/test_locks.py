@@ -11,11 +11,11 @@ import time
 
 import pytest
 import redis
-from reliability_support import APP, APPS, kit_env, producer
 
+from celery_kit.coordination.locks import Lock
 from celery_kit.exceptions import LockTakenError
-from celery_kit.locks import Lock
 from celery_kit.testing import wait_until as wait_for
+from tests.integration.support.reliability import APP, APPS, kit_env, producer
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from _observe import (
+from billiard.exceptions import WorkerLostError
+from celery.exceptions import TimeLimitExceeded
+
+from celery_kit.config.topology import Priority
+from celery_kit.observability.metrics import metrics_of
+from celery_kit.testing import WorkerProcess, WorkerStartError
+from tests.integration.support.observe import (
     APPS,
     free_port,
     listening_pids,
@@ -29,12 +35,6 @@ from _observe import (
     value,
     wait_for,
 )
-from billiard.exceptions import WorkerLostError
-from celery.exceptions import TimeLimitExceeded
-
-from celery_kit.metrics import metrics_of
-from celery_kit.queues import Priority
-from celery_kit.testing import WorkerProcess, WorkerStartError
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -339,7 +339,7 @@ def test_rabbitmq_queue_length_and_probes(
 ) -> None:
     from kombu import Connection
 
-    from celery_kit.depth import DepthReader
+    from celery_kit.observability.depth import DepthReader
 
     queue = kit_unique_name
     env = obs_env(kit_amqp_url, kit_redis_url, tmp_path, CELERY_KIT_TASKS__DEFAULT_QUEUE=queue)
@@ -372,7 +372,7 @@ def test_metrics_server_answers_metrics_only_and_reports_failures() -> None:
     import urllib.error
     import urllib.request
 
-    from celery_kit.metrics_exporter import MetricsServer
+    from celery_kit.observability.server import MetricsServer
 
     calls: list[str] = []
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import redis
-from reliability_support import APP, APPS, dlq_entries, kit_env, producer
 
 from celery_kit import Priority
 from celery_kit.exceptions import PoisonMessageError
 from celery_kit.testing import wait_until as wait_for
+from tests.integration.support.reliability import APP, APPS, dlq_entries, kit_env, producer
 
 pytestmark = pytest.mark.timeout(150)
 

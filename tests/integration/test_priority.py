@@ -17,7 +17,7 @@ from celery import Celery
 from kombu import Connection
 
 from celery_kit import Settings, make_app
-from celery_kit.queues import Priority
+from celery_kit.config.topology import Priority
 from celery_kit.testing import wait_until as wait_for
 
 APPS = str(Path(__file__).parent / "apps")

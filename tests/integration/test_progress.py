@@ -11,10 +11,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from _observe import APPS, obs_env, producer, status_server
 
-from celery_kit.progress import task_statuses
+from celery_kit.tasks.progress import task_statuses
 from celery_kit.testing import wait_until as wait_for
+from tests.integration.support.observe import APPS, obs_env, producer, status_server
 
 pytestmark = pytest.mark.timeout(120)
 

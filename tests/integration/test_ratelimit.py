@@ -6,9 +6,9 @@ import bisect
 
 import pytest
 import redis
-from reliability_support import APP, APPS, kit_env, producer
 
-from celery_kit.ratelimit import RateLimiter
+from celery_kit.coordination.ratelimit import RateLimiter
+from tests.integration.support.reliability import APP, APPS, kit_env, producer
 
 pytestmark = pytest.mark.timeout(120)
 

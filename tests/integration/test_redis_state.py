@@ -6,12 +6,13 @@ import pytest
 import redis
 
 from celery_kit import Settings, make_app
-from celery_kit.dlq import DeadLetter, DeadLetterStore
-from celery_kit.idempotency import Claim, reserve, unreserve
-from celery_kit.locks import Lock
-from celery_kit.poison import _COUNT
-from celery_kit.ratelimit import RateLimiter
-from celery_kit.redis_client import KitRedis, kit_redis
+from celery_kit.coordination.client import KitRedis, kit_redis
+from celery_kit.coordination.dead_letter import DeadLetter
+from celery_kit.coordination.dlq import DeadLetterStore
+from celery_kit.coordination.idempotency import Claim, reserve, unreserve
+from celery_kit.coordination.locks import Lock
+from celery_kit.coordination.ratelimit import RateLimiter
+from celery_kit.tasks.poison import _COUNT
 
 
 @pytest.fixture

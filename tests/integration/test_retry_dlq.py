@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import redis
-from reliability_support import APP, APPS, dlq_entries, kit_cli, kit_env, producer
 
 from celery_kit.tasks import PermanentError, TransientError
 from celery_kit.testing import wait_until as wait_for
+from tests.integration.support.reliability import APP, APPS, dlq_entries, kit_cli, kit_env, producer
 
 pytestmark = pytest.mark.timeout(150)
 

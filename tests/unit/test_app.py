@@ -9,7 +9,7 @@ import pytest
 from celery import Celery
 
 from celery_kit import ConfigError, CountdownTooLongError, Settings, make_app, settings_of
-from celery_kit.app import check_tasks
+from celery_kit.tasks.checks import check_tasks
 
 # a port nothing listens on: publishing must fail *before* any connection attempt
 DEAD = "redis://127.0.0.1:1/0"
@@ -70,7 +70,7 @@ def test_eta_above_budget_is_refused_at_publish() -> None:
 def test_check_delay_boundaries() -> None:
     from datetime import datetime, timedelta, timezone
 
-    from celery_kit.publish import check_delay
+    from celery_kit.topology.publish import check_delay
 
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     check_delay("t", countdown=60, eta=None, max_countdown_s=60)  # equal is fine

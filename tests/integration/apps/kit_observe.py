@@ -13,7 +13,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from celery_kit import make_app
-from celery_kit.progress import progress
+from celery_kit.tasks.progress import progress
 
 app = make_app("kit_observe")
 

@@ -1,0 +1,102 @@
+"""``kit config`` (every Celery key the kit sets, with its origin) and ``kit defaults``.
+
+Only click at import time; each command imports the kit when it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import click
+
+from celery_kit.cli.context import settings_from
+
+__all__ = ["config_cmd", "defaults_cmd", "defaults_table", "mask"]
+
+_SECRET_KEY = re.compile(r"pass|secret|token|credential|auth", re.IGNORECASE)
+
+
+def mask(value: Any, *, key: str = "") -> Any:
+    """Hide passwords in URLs and values of secret-looking keys, recursively."""
+    if isinstance(value, dict):
+        return {k: mask(v, key=str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(mask(v, key=key) for v in value)
+    if key and _SECRET_KEY.search(key) and value not in (None, "", False):
+        return "********"
+    if isinstance(value, str) and "://" in value and "@" in value:
+        # deferred: kombu loads only when a command prints a URL
+        from kombu.utils.url import maybe_sanitize_url
+
+        return ";".join(maybe_sanitize_url(part, mask="********") for part in value.split(";"))
+    return value
+
+
+def _render(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True) if not isinstance(value, str) else value
+
+
+@click.command(name="config")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def config_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Print every Celery key the kit sets, its value and where it came from."""
+    # deferred: the kit's configuration (pydantic, Celery) loads only when the command runs
+    from celery_kit.config.celery_conf import build_conf, redelivery_budget
+    from celery_kit.exceptions import CeleryKitError
+
+    settings = settings_from(ctx)
+    try:
+        conf = build_conf(settings)
+    except CeleryKitError as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = [
+        (key, mask(entry.value, key=key), str(entry.origin)) for key, entry in sorted(conf.items())
+    ]
+    if as_json:
+        click.echo(
+            json.dumps({k: {"value": v, "origin": o} for k, v, o in rows}, default=str, indent=2)
+        )
+        return
+    width = max(len(k) for k, _, _ in rows)
+    for key, value, origin in rows:
+        click.echo(f"{key:<{width}}  {_render(value)}  [{origin}]")
+    budget = redelivery_budget(settings, conf)
+    click.echo(f"\nredelivery budget: {budget.explain()}")
+
+
+@click.command(name="defaults")
+@click.option("--markdown", is_flag=True, help="The README table.")
+def defaults_cmd(markdown: bool) -> None:
+    """Print the Celery defaults the kit changes and why (no app needed)."""
+    click.echo(
+        defaults_table()
+        if markdown
+        else "\n".join(
+            f"{d.key} = {d.value!r} (Celery: {d.celery_default!r}) — {d.why}"
+            for d in _safe_defaults()
+        )
+    )
+
+
+def _safe_defaults() -> Any:
+    # deferred: celery_kit.config (pydantic) loads only when the command runs
+    from celery_kit.config.defaults import SAFE_DEFAULTS
+
+    return SAFE_DEFAULTS
+
+
+def defaults_table() -> str:
+    """Markdown table of ``SAFE_DEFAULTS`` (the README embeds it verbatim)."""
+    lines = [
+        "| Celery setting | Celery default | celery_kit | kit setting | why |",
+        "|---|---|---|---|---|",
+    ]
+    for d in _safe_defaults():
+        setting = f"`{d.setting}`" if d.setting else "—"
+        lines.append(
+            f"| `{d.key}` | `{d.celery_default!r}` | `{d.value!r}` | {setting} | {d.why} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,258 @@
+"""Settings → Celery configuration: with ``defaults.py``, the one place that names Celery keys.
+
+``build_conf`` emits every Celery key the kit sets with the origin of its value, applies
+``celery_overrides`` last, derives the redelivery budget (Redis visibility timeout or
+RabbitMQ ``consumer_timeout`` check) from the *effective* values, and enforces the
+cross-field rules on them, so an override cannot slip an unsafe value past the checks.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import TYPE_CHECKING, Any
+
+from celery_kit.config import defaults as d
+from celery_kit.config.entries import ConfEntry, RedeliveryBudget
+from celery_kit.config.overrides import apply_overrides
+from celery_kit.config.profiles import max_prefetch_multiplier
+from celery_kit.config.router import KitRouter
+from celery_kit.config.sources import Origin, OriginKind
+from celery_kit.config.topology import (
+    check_topology,
+    declared_queues,
+    kombu_queues,
+    redis_priority_options,
+)
+from celery_kit.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from celery_kit.config.settings import Settings
+
+__all__ = [
+    "ConfEntry",
+    "RedeliveryBudget",
+    "build_conf",
+    "redelivery_budget",
+]
+
+_DEFAULT = Origin(OriginKind.DEFAULT)
+_DERIVED = Origin(OriginKind.DERIVED)
+
+
+def _get(settings: Settings, path: str) -> Any:
+    return operator.attrgetter(path)(settings)
+
+
+def build_conf(settings: Settings) -> dict[str, ConfEntry]:
+    """Build and check the Celery configuration ``settings`` stands for.
+
+    Raises:
+        ConfigError: an override names an unknown key, or the effective values are unsafe.
+    """
+    conf: dict[str, ConfEntry] = {}
+
+    def put(key: str, value: Any, source: str, origin: Origin | None = None) -> None:
+        conf[key] = ConfEntry(value, origin or settings.origin_of(source) or _DEFAULT, source)
+
+    for default in d.SAFE_DEFAULTS:
+        if default.setting is None:
+            put(default.key, default.value, f"defaults.{default.key}", _DEFAULT)
+        else:
+            put(default.key, _get(settings, default.setting), default.setting)
+    put("broker_url", settings.broker_url, "broker_url")
+    if settings.result_backend is not None:
+        put("result_backend", settings.result_backend, "result_backend")
+    elif settings.is_redis_broker:
+        put("result_backend", settings.broker_url.split(";")[0], "result_backend", _DERIVED)
+    if settings.worker.max_memory_per_child_kb is not None:
+        put(
+            "worker_max_memory_per_child",
+            settings.worker.max_memory_per_child_kb,
+            "worker.max_memory_per_child_kb",
+        )
+    if settings.tasks.limits:
+        put("task_annotations", _annotations(settings), "tasks.limits")
+    if settings.worker.soft_shutdown_timeout_s is not None:
+        put(
+            "worker_soft_shutdown_timeout",
+            settings.worker.soft_shutdown_timeout_s,
+            "worker.soft_shutdown_timeout_s",
+        )
+    if settings.flower.task_events:
+        # Flower's tasks page: workers send task-received/started/succeeded..., publishers
+        # send task-sent (no remote-control command can turn that one on). docs/flower.md
+        put("worker_send_task_events", True, "flower.task_events")
+        put("task_send_sent_event", True, "flower.task_events")
+    transport = dict(settings.broker.transport_options)
+    if settings.is_redis_broker:
+        transport = redis_priority_options(transport)
+    put("broker_transport_options", transport, "broker.transport_options")
+
+    apply_overrides(settings, conf)
+    _derive_topology(settings, conf)
+    _derive_redelivery(settings, conf)
+    _check(settings, conf)
+    return conf
+
+
+def _annotations(settings: Settings) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for name, limits in settings.tasks.limits.items():
+        item: dict[str, float] = {}
+        if limits.soft_time_limit_s is not None:
+            item["soft_time_limit"] = limits.soft_time_limit_s
+        if limits.time_limit_s is not None:
+            item["time_limit"] = limits.time_limit_s
+        out[name] = item
+    return out
+
+
+def _derive_topology(settings: Settings, conf: dict[str, ConfEntry]) -> None:
+    """Queues and router from ``queues``/``routes``/``routers`` (unless overridden)."""
+    default_queue = str(conf["task_default_queue"].value)
+    queues = declared_queues(settings, default_queue)
+    derived = {
+        "task_queues": (kombu_queues(queues, amqp=settings.is_amqp_broker), "queues"),
+        "task_routes": ([KitRouter(settings.routes, hooks=settings.routers)], "routes"),
+        #: A queue name nobody declared raises at publish (QueueNotFound) instead of
+        #: creating a queue that no worker consumes. Loosen with celery_overrides.
+        "task_create_missing_queues": (False, "queues"),
+    }
+    for key, (value, source) in derived.items():
+        if key not in conf:
+            conf[key] = ConfEntry(value, settings.origin_of(source) or _DERIVED, source)
+
+
+def redelivery_budget(
+    settings: Settings, conf: dict[str, ConfEntry] | None = None
+) -> RedeliveryBudget:
+    """The worst case a message stays unacknowledged under ``settings`` (see the class)."""
+    conf = conf if conf is not None else build_conf(settings)
+    limits = [float(conf["task_time_limit"].value)]
+    annotations = conf.get("task_annotations")
+    if annotations is not None and isinstance(annotations.value, dict):
+        limits += [
+            float(v["time_limit"])
+            for v in annotations.value.values()
+            if isinstance(v, dict) and v.get("time_limit")
+        ]
+    return RedeliveryBudget(
+        max_time_limit_s=max(limits),
+        # the largest prefetch any worker runs with: bulk profiles may prefetch more
+        prefetch_multiplier=max(
+            1,
+            int(conf["worker_prefetch_multiplier"].value),
+            max_prefetch_multiplier(settings.workers),
+        ),
+        max_delay_s=max(settings.tasks.max_countdown_s, settings.tasks.retry_backoff_max_s),
+        margin_s=settings.broker.visibility_margin_s,
+    )
+
+
+def _derive_redelivery(settings: Settings, conf: dict[str, ConfEntry]) -> None:
+    given_transport = conf["broker_transport_options"]
+    options = dict(given_transport.value)
+    # the dict now mixes the user's keys with derived ones: "derived" unless the user set it
+    transport = ConfEntry(
+        options,
+        _DERIVED if given_transport.origin == _DEFAULT else given_transport.origin,
+        given_transport.source,
+    )
+    if settings.is_redis_broker:
+        budget = redelivery_budget(settings, conf)
+        given = settings.broker.visibility_timeout_s or options.get("visibility_timeout")
+        if given is not None and float(given) < budget.required_s:
+            raise ConfigError(
+                f"broker.visibility_timeout_s = {float(given):g} s is too short: a message"
+                f" can stay unacknowledged for {budget.explain()}, and Redis would hand it"
+                " to a second worker while the first still runs it. Remove the setting to"
+                " let the kit derive it, or raise it to at least"
+                f" {budget.required_s:g} s, or lower the limits/countdowns."
+            )
+        timeout = float(given) if given is not None else budget.required_s
+        origin = settings.origin_of("broker.visibility_timeout_s") or _DERIVED
+        options.setdefault("health_check_interval", settings.broker.health_check_interval_s)
+        options["visibility_timeout"] = timeout
+        conf["broker_transport_options"] = ConfEntry(options, transport.origin, transport.source)
+        backend = conf.get("result_backend_transport_options")
+        backend_opts = dict(backend.value) if backend else {}
+        backend_opts["visibility_timeout"] = timeout
+        conf["result_backend_transport_options"] = ConfEntry(
+            backend_opts, backend.origin if backend else origin, "broker.visibility_timeout_s"
+        )
+        conf["visibility_timeout"] = ConfEntry(timeout, origin, "broker.visibility_timeout_s")
+    elif settings.is_amqp_broker:
+        budget = redelivery_budget(settings, conf)
+        limit = settings.broker.consumer_timeout_s
+        if budget.required_s > limit:
+            raise ConfigError(
+                f"RabbitMQ closes a channel whose delivery stays unacknowledged longer than"
+                f" its consumer_timeout ({limit:g} s, broker.consumer_timeout_s), and"
+                f" requeues the task while it still runs. Here a message can stay"
+                f" unacknowledged for {budget.explain()}. Lower tasks.time_limit_s,"
+                " the largest prefetch_multiplier ([worker] or a [workers.*] profile) or"
+                " tasks.max_countdown_s, or raise"
+                " consumer_timeout on the server (rabbitmq.conf) and set"
+                " broker.consumer_timeout_s to match."
+            )
+        options.setdefault("confirm_publish", settings.broker.confirm_publish)
+        conf["broker_transport_options"] = ConfEntry(options, transport.origin, transport.source)
+
+
+def _check(settings: Settings, conf: dict[str, ConfEntry]) -> None:
+    problems: list[str] = []
+
+    def show(key: str) -> str:
+        entry = conf[key]
+        return f"`{entry.source}` = {entry.value!r} ({entry.origin})"
+
+    soft, hard = conf["task_soft_time_limit"].value, conf["task_time_limit"].value
+    if soft is None or hard is None or not soft > 0 or not hard > 0:
+        problems.append(
+            f"time limits must both be set and positive: {show('task_soft_time_limit')},"
+            f" {show('task_time_limit')}"
+        )
+    elif soft >= hard:
+        problems.append(
+            f"the soft time limit must be below the hard one: {show('task_soft_time_limit')}"
+            f" >= {show('task_time_limit')}; set tasks.time_limit_s above {soft:g} (the"
+            " soft limit is the task's chance to clean up before it is killed)"
+        )
+    for name, limits in settings.tasks.limits.items():
+        eff_soft = limits.soft_time_limit_s or soft
+        eff_hard = limits.time_limit_s or hard
+        if eff_soft is not None and eff_hard is not None and eff_soft >= eff_hard:
+            problems.append(
+                f"tasks.limits.{name}: soft limit {eff_soft:g} s must be below hard limit"
+                f" {eff_hard:g} s"
+            )
+    prefetch = conf["worker_prefetch_multiplier"].value
+    if not isinstance(prefetch, int) or prefetch < 1:
+        problems.append(
+            f"{show('worker_prefetch_multiplier')} must be an integer >= 1 (0 means"
+            " unlimited prefetch: one worker hoards the whole queue and priorities stop"
+            " working); use 1 for latency, more only for short bulk tasks"
+        )
+    if not settings.serialization.allow_unsafe:
+        for key in ("task_serializer", "result_serializer"):
+            if str(conf[key].value).lower() in d.UNSAFE_SERIALIZERS:
+                problems.append(
+                    f"{show(key)} is unsafe (anyone who can publish could run code in"
+                    " the worker); use 'json', or set serialization.allow_unsafe = true"
+                    " if every publisher is trusted"
+                )
+        for key in ("accept_content", "result_accept_content"):
+            value = conf[key].value or ()
+            bad = sorted(str(v) for v in value if str(v).lower() in d.UNSAFE_SERIALIZERS)
+            if bad:
+                problems.append(
+                    f"{show(key)} accepts {', '.join(bad)}: a worker would deserialize"
+                    " such messages; remove them, or set serialization.allow_unsafe = true"
+                )
+    problems += check_topology(
+        settings,
+        default_queue=str(conf["task_default_queue"].value),
+        transport_options=conf["broker_transport_options"].value,
+    )
+    if problems:
+        raise ConfigError("invalid settings:\n  - " + "\n  - ".join(problems))

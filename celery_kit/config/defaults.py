@@ -1,0 +1,271 @@
+"""The Celery defaults celery_kit changes, each with the reason it changes it.
+
+This module is the single source of the kit's opinionated values: ``Settings``
+field defaults read them, and the README table is generated from ``SAFE_DEFAULTS``
+(``celery-kit defaults --markdown``; a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "CELERY_ENV",
+    "DEFAULT_TIMEZONE",
+    "DJANGO_FALLBACKS",
+    "DOCUMENTED_EXTRA_KEYS",
+    "MAX_COUNTDOWN_S",
+    "RABBITMQ_CONSUMER_TIMEOUT_S",
+    "RETRY_BACKOFF_MAX_S",
+    "SAFE_DEFAULTS",
+    "SHARED_NAMES",
+    "UNSAFE_SERIALIZERS",
+    "VISIBILITY_MARGIN_S",
+    "SafeDefault",
+    "default_for",
+    "kit_value",
+]
+
+
+@dataclass(frozen=True)
+class SafeDefault:
+    """One Celery setting whose default the kit replaces."""
+
+    key: str  #: Celery's (lowercase) setting name.
+    value: Any  #: What the kit sets.
+    celery_default: Any  #: What Celery would use (for the docs table).
+    why: str  #: One sentence: the failure the kit's value prevents.
+    setting: str | None = None  #: The kit field that controls it, if any.
+
+
+#: Ordered as the README table shows them.
+SAFE_DEFAULTS: tuple[SafeDefault, ...] = (
+    SafeDefault(
+        "task_acks_late",
+        True,
+        False,
+        "Ack after the task ran, so a worker crash redelivers the task instead of losing it.",
+        "tasks.acks_late",
+    ),
+    SafeDefault(
+        "task_reject_on_worker_lost",
+        True,
+        None,
+        "Without it a late-ack task whose pool child was killed (OOM, SIGKILL) is acked anyway,"
+        " i.e. lost.",
+        "tasks.reject_on_worker_lost",
+    ),
+    SafeDefault(
+        "worker_prefetch_multiplier",
+        1,
+        4,
+        "Long tasks stop hoarding messages another worker could run, and priorities keep"
+        " their order.",
+        "worker.prefetch_multiplier",
+    ),
+    SafeDefault(
+        "task_serializer",
+        "json",
+        "json",
+        "Pinned: pickle lets anyone who can publish run code in the worker.",
+        "serialization.task_serializer",
+    ),
+    SafeDefault(
+        "result_serializer",
+        "json",
+        "json",
+        "Pinned for the same reason as task_serializer.",
+        "serialization.result_serializer",
+    ),
+    SafeDefault(
+        "accept_content",
+        ["json"],
+        ["json"],
+        "Pinned: a worker refuses (and does not run) any pickle/yaml/msgpack message.",
+        "serialization.accept_content",
+    ),
+    SafeDefault(
+        "result_accept_content",
+        ["json"],
+        None,
+        "Results are read with the same whitelist as tasks instead of inheriting it silently.",
+        "serialization.result_accept_content",
+    ),
+    SafeDefault(
+        "task_soft_time_limit",
+        540,
+        None,
+        "A hung task gets SoftTimeLimitExceeded and a chance to clean up instead of blocking"
+        " its slot forever.",
+        "tasks.soft_time_limit_s",
+    ),
+    SafeDefault(
+        "task_time_limit",
+        600,
+        None,
+        "The pool child is killed 60 s after the soft limit; the task ends FAILURE and is not"
+        " redelivered.",
+        "tasks.time_limit_s",
+    ),
+    SafeDefault(
+        "task_track_started",
+        True,
+        False,
+        "Status pages can tell 'waiting' from 'running' (the STARTED state).",
+        "tasks.track_started",
+    ),
+    SafeDefault(
+        "result_expires",
+        86400,
+        86400,
+        "Pinned to one day so results do not pile up in the backend.",
+        "tasks.result_expires_s",
+    ),
+    SafeDefault(
+        "result_backend_always_retry",
+        True,
+        False,
+        "A brief Redis outage while storing a result retries instead of failing the task.",
+        None,
+    ),
+    SafeDefault("enable_utc", True, True, "Pinned: every timestamp is UTC.", None),
+    SafeDefault(
+        "timezone",
+        "UTC",
+        None,
+        "Explicit UTC; beat schedules are interpreted in it unless you set another.",
+        "timezone",
+    ),
+    SafeDefault(
+        "broker_connection_retry_on_startup",
+        True,
+        None,
+        "A worker started before its broker waits for it instead of exiting (and the 6.0"
+        " deprecation warning goes away).",
+        "broker.connection_retry_on_startup",
+    ),
+    SafeDefault(
+        "worker_cancel_long_running_tasks_on_connection_loss",
+        True,
+        False,
+        "After a broker reconnect the broker redelivers running late-ack tasks; cancelling"
+        " ours avoids running them twice at once (Celery 6 default).",
+        "worker.cancel_long_running_tasks_on_connection_loss",
+    ),
+    SafeDefault(
+        "worker_max_tasks_per_child",
+        1000,
+        None,
+        "Recycles pool children so slow memory leaks in task code cannot grow without bound;"
+        " one fork per 1000 tasks is negligible.",
+        "worker.max_tasks_per_child",
+    ),
+    SafeDefault(
+        "broker_heartbeat",
+        30,
+        120,
+        "AMQP: a dead TCP connection is noticed in about a minute instead of four.",
+        "broker.heartbeat_s",
+    ),
+    SafeDefault(
+        "redis_backend_health_check_interval",
+        30,
+        None,
+        "Redis result backend: idle connections are PINGed before use, so a restarted Redis"
+        " costs a reconnect, not a failed result write.",
+        "broker.health_check_interval_s",
+    ),
+    SafeDefault(
+        "task_default_queue",
+        "default",
+        "celery",
+        "Matches the kit's queue topology (critical/high/default/low/bulk).",
+        "tasks.default_queue",
+    ),
+)
+
+#: Lookup by Celery key; used by ``Settings`` field defaults.
+_BY_KEY: dict[str, SafeDefault] = {d.key: d for d in SAFE_DEFAULTS}
+
+
+#: Lookup by the kit setting that controls the value (``tasks.acks_late``).
+_BY_SETTING: dict[str, SafeDefault] = {d.setting: d for d in SAFE_DEFAULTS if d.setting}
+
+
+def kit_value(key: str) -> Any:
+    """Return the kit's value for Celery setting ``key`` (a copy for lists)."""
+    value = _BY_KEY[key].value
+    return list(value) if isinstance(value, list) else value
+
+
+def default_for(setting: str) -> Any:
+    """Return the kit's value for kit setting ``setting`` (``"tasks.acks_late"``; lists copied).
+
+    ``Settings`` field defaults read it, so the sections never spell Celery's key names.
+    """
+    value = _BY_SETTING[setting].value
+    return list(value) if isinstance(value, list) else value
+
+
+#: The kit's time zone (``Settings.timezone``, Celery's ``timezone``).
+DEFAULT_TIMEZONE: str = kit_value("timezone")
+
+#: Django settings Celery falls back to when no ``CELERY_*`` value is given
+#: (``celery/app/utils.py: Settings.timezone``): Django name → Celery key.
+DJANGO_FALLBACKS: dict[str, str] = {"TIME_ZONE": "timezone"}
+
+
+#: Serializers that execute or construct arbitrary objects (pickle, yaml) or that the
+#: kit does not test (msgpack): refused unless ``serialization.allow_unsafe = true``.
+UNSAFE_SERIALIZERS: frozenset[str] = frozenset(
+    {
+        "pickle",
+        "yaml",
+        "msgpack",
+        "application/x-python-serialize",
+        "application/x-yaml",
+        "application/x-msgpack",
+    }
+)
+
+#: Longest countdown/ETA accepted at publish time. A delayed message is held
+#: unacknowledged by the worker until it runs, so this feeds the visibility timeout.
+#: Schedule anything longer with beat.
+MAX_COUNTDOWN_S = 600.0
+
+#: Cap on a single retry delay (Celery's own ``retry_backoff_max`` default).
+RETRY_BACKOFF_MAX_S = 600.0
+
+#: Added on top of the computed worst case before a message may be redelivered.
+VISIBILITY_MARGIN_S = 300.0
+
+#: RabbitMQ's default ``consumer_timeout`` (30 min since 3.8.15): a delivery left
+#: unacknowledged longer than this closes the channel and requeues everything on it.
+RABBITMQ_CONSUMER_TIMEOUT_S = 1800.0
+
+#: Keys the kit writes that are not in ``celery.app.defaults`` on purpose, with the
+#: reason. Everything else it emits must be a key Celery knows (a test checks).
+DOCUMENTED_EXTRA_KEYS: dict[str, str] = {
+    "visibility_timeout": (
+        "Celery's Redis guide tells users to set it next to the two transport options;"
+        " Celery 5.7 reads it nowhere, but people and tools following that guide look"
+        " there, so the kit keeps it equal to the real value."
+    ),
+    "redis_backend_health_check_interval": (
+        "Read by celery.backends.redis (5.7) but missing from celery.app.defaults."
+    ),
+}
+
+#: Celery's own environment variables, which beat any configured value
+#: (``celery/app/utils.py``), and the kit field each one sets (read below the kit's own
+#: ``CELERY_KIT_BROKER_URL``/``CELERY_KIT_RESULT_BACKEND``).
+CELERY_ENV: dict[str, str] = {
+    "CELERY_BROKER_URL": "broker_url",
+    "CELERY_RESULT_BACKEND": "result_backend",
+}
+
+#: Celery settings that are kit settings of the same name: the kit derives from them
+#: (broker scheme, result backend, kit Redis), so a framework's value for one of them
+#: sets the kit field instead of hiding in ``celery_overrides``.
+SHARED_NAMES: frozenset[str] = frozenset({"broker_url", "result_backend", "timezone"})

@@ -1,0 +1,1 @@
+"""Coordination on the kit's Redis: client and keys, leases, locks, idempotency, rate, DLQ."""

@@ -1,0 +1,1 @@
+"""Observability: metrics, queue depth, the worker heartbeat, health probes and reports."""

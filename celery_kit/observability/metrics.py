@@ -1,0 +1,167 @@
+"""The kit's Prometheus metrics and their per-app state (``MetricsState``, in ``KitState``).
+
+Each event is counted by the process that sees it (publisher, worker main process, pool
+process) into prometheus_client's multiprocess directory (:mod:`.multiproc`), from the
+receivers in :mod:`.hooks`; the worker's main process serves the sum (:mod:`.exporter`).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from celery_kit.exceptions import ConfigError
+from celery_kit.state import find_state
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from prometheus_client import CollectorRegistry
+
+    from celery_kit.config.operations import MetricsSettings
+    from celery_kit.observability.multiproc import Multiprocess
+
+__all__ = ["UNREGISTERED", "KitMetrics", "MetricsState", "metrics_of", "metrics_state"]
+
+#: Label value for tasks the worker does not know (never the sender's free-form name).
+UNREGISTERED = "unregistered"
+
+
+class KitMetrics:
+    """The kit's metrics (celery-exporter's names and labels), in one registry.
+
+    Args:
+        settings: the ``[metrics]`` settings (prefix, static labels, buckets).
+        registry: where the metrics are registered; a fresh ``CollectorRegistry`` if
+            omitted. Under multiprocess mode values go to the directory regardless.
+    """
+
+    def __init__(
+        self, settings: MetricsSettings, *, registry: CollectorRegistry | None = None
+    ) -> None:
+        # deferred: prometheus_client picks multiprocess mode when first imported (see multiproc)
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r, p = self.registry, settings.prefix
+        self._static = tuple(settings.labels.values())
+        static = tuple(settings.labels)
+        task = ("name", "hostname", "queue_name", *static)
+
+        def counter(what: str, doc: str) -> Any:
+            return Counter(f"{p}_task_{what}_total", doc, task, registry=r)
+
+        self.sent = counter("sent", "Task messages published (counted by the producer).")
+        self.received = counter("received", "Tasks received by the worker.")
+        self.started = counter("started", "Tasks started in a pool process.")
+        self.succeeded = counter("succeeded", "Tasks that returned a result.")
+        self.failed = Counter(
+            f"{p}_task_failed_total",
+            "Tasks that failed, by exception class (time-limit kills and lost workers too).",
+            ("name", "hostname", "exception", "queue_name", *static),
+            registry=r,
+        )
+        self.rejected = counter("rejected", "Task messages the worker rejected.")
+        self.revoked = counter("revoked", "Tasks revoked.")
+        self.retried = counter("retried", "Tasks that raised Retry.")
+        self.runtime = Histogram(
+            f"{p}_task_runtime",
+            "Run time of successful tasks, seconds.",
+            task,
+            buckets=settings.runtime_buckets_s,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            f"{p}_task_queue_wait_time",
+            "Seconds from publish (or ETA) to start, from the kit's publish timestamp header.",
+            task,
+            buckets=settings.queue_wait_buckets_s,
+            registry=r,
+        )
+        # Gauges are set only by the worker's main process (or the exporter); "live" modes
+        # drop a dead process's values, "max"/"mostrecent" keep one value per label set.
+        self.worker_up = Gauge(
+            f"{p}_worker_up",
+            "1 while the worker's main process serves metrics.",
+            ("hostname", *static),
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.tasks_active = Gauge(
+            f"{p}_worker_tasks_active",
+            "Tasks running in the worker's pool.",
+            ("hostname", *static),
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.queue_length = Gauge(
+            f"{p}_queue_length",
+            "Messages waiting in a queue (every priority sub-queue on Redis).",
+            ("queue_name", *static),
+            multiprocess_mode="livemostrecent",
+            registry=r,
+        )
+        self.queue_oldest_age = Gauge(
+            f"{p}_queue_oldest_message_age_seconds",
+            "Age of the oldest waiting message (Redis, kit-stamped messages only).",
+            ("queue_name", *static),
+            multiprocess_mode="livemostrecent",
+            registry=r,
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels, *static)``, cached (this runs once per task)."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels, *self._static)
+        return found
+
+
+@dataclass
+class MetricsState:
+    """Everything metrics keep for one app (a part of its ``KitState``, never a global)."""
+
+    settings: MetricsSettings
+    registry: CollectorRegistry | None
+    hostname: str = field(default_factory=socket.gethostname)
+    multiprocess: Multiprocess | None = None
+    metrics: KitMetrics | None = None
+    #: task id → queue, for failures the main process reports (time limits, lost workers).
+    recent: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    #: The worker's main process, and the ids of failures it already counted there.
+    main_pid: int | None = None
+    failed: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: The exporter's HTTP server and queue poller (worker main process only).
+    server: Any = None
+    poller: Any = None
+
+    def kit_metrics(self) -> KitMetrics:
+        """The metrics in this process, created on first use (the worker bootstep creates
+        them in the main process before the pool forks)."""
+        if self.metrics is None:
+            self.metrics = KitMetrics(self.settings, registry=self.registry)
+        return self.metrics
+
+
+def metrics_state(app: Any) -> MetricsState | None:
+    """The app's :class:`MetricsState`; ``None`` when metrics are off or it is no kit app."""
+    state = find_state(app)
+    return state.get(MetricsState) if state is not None else None
+
+
+def metrics_of(app: Celery) -> KitMetrics:
+    """The app's :class:`KitMetrics` in this process, created on first use.
+
+    Raises:
+        ConfigError: metrics are not enabled on the app (``metrics.enabled``).
+    """
+    state = metrics_state(app)
+    if state is None:
+        raise ConfigError(
+            f"metrics are not enabled on app {app.main!r}: set metrics.enabled = true"
+            " (CELERY_KIT_METRICS__ENABLED=1)"
+        )
+    return state.kit_metrics()

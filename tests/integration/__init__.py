@@ -1,0 +1,1 @@
+"""Integration tests: a private redis-server, RabbitMQ and real celery workers."""

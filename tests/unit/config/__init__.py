@@ -1,0 +1,1 @@
+"""Tests of celery_kit.config: settings, sources, the Celery configuration."""

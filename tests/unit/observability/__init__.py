@@ -1,0 +1,1 @@
+"""Tests of celery_kit.observability."""

@@ -1,0 +1,1 @@
+"""Tests of celery_kit.topology and the topology specs in celery_kit.config."""
