@@ -12,6 +12,7 @@ import sys
 import click
 
 from celery_kit.cli.dlq import dlq
+from celery_kit.cli.doctor import check, doctor
 from celery_kit.cli.flower import flower_cmd
 from celery_kit.cli.observe import exporter, health
 from celery_kit.cli.settings_cmds import config_cmd, defaults_cmd, defaults_table, mask
@@ -45,6 +46,8 @@ for _command in (
     dlq,
     health,
     exporter,
+    doctor,
+    check,
 ):
     kit.add_command(_command)
     main.add_command(_command)

@@ -16,6 +16,8 @@ from celery_kit.config.entries import ConfEntry, RedeliveryBudget
 from celery_kit.config.overrides import apply_overrides
 from celery_kit.config.profiles import max_prefetch_multiplier
 from celery_kit.config.router import KitRouter
+from celery_kit.config.rules import evaluate
+from celery_kit.config.rules.celery_view import kit_subject
 from celery_kit.config.sources import Origin, OriginKind
 from celery_kit.config.topology import (
     check_topology,
@@ -88,10 +90,16 @@ def build_conf(settings: Settings) -> dict[str, ConfEntry]:
         transport = redis_priority_options(transport)
     put("broker_transport_options", transport, "broker.transport_options")
 
-    apply_overrides(settings, conf)
+    # every problem is reported at once: an override typo must not hide an unsafe value
+    problems = apply_overrides(settings, conf)
     _derive_topology(settings, conf)
-    _derive_redelivery(settings, conf)
-    _check(settings, conf)
+    try:
+        _derive_redelivery(settings, conf)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    problems += _check(settings, conf)
+    if problems:
+        raise ConfigError("invalid settings:\n  - " + "\n  - ".join(problems))
     return conf
 
 
@@ -199,7 +207,25 @@ def _derive_redelivery(settings: Settings, conf: dict[str, ConfEntry]) -> None:
         conf["broker_transport_options"] = ConfEntry(options, transport.origin, transport.source)
 
 
-def _check(settings: Settings, conf: dict[str, ConfEntry]) -> None:
+def _rule_problems(conf: dict[str, ConfEntry], rule_ids: tuple[str, ...]) -> list[str]:
+    """Construction-time refusals that are rules of the engine (``celery_kit.config.rules``):
+    the same predicates as ``doctor``, with the kit's policy (its serializer list) and wording."""
+    subject = kit_subject(
+        conf,
+        max_prefetch=1,
+        extra_unacked_s=0.0,
+        consumer_timeout=None,
+        unsafe_content=d.UNSAFE_SERIALIZERS,
+    )
+    return [
+        f"{f.message}: "
+        + ", ".join(f"{e.origin} = {e.value!r}" for e in f.evidence)
+        + f"; {f.rule.fix_kit} [{f.rule.id}]"
+        for f in evaluate(subject, only=rule_ids)
+    ]
+
+
+def _check(settings: Settings, conf: dict[str, ConfEntry]) -> list[str]:
     problems: list[str] = []
 
     def show(key: str) -> str:
@@ -212,20 +238,8 @@ def _check(settings: Settings, conf: dict[str, ConfEntry]) -> None:
             f"time limits must both be set and positive: {show('task_soft_time_limit')},"
             f" {show('task_time_limit')}"
         )
-    elif soft >= hard:
-        problems.append(
-            f"the soft time limit must be below the hard one: {show('task_soft_time_limit')}"
-            f" >= {show('task_time_limit')}; set tasks.time_limit_s above {soft:g} (the"
-            " soft limit is the task's chance to clean up before it is killed)"
-        )
-    for name, limits in settings.tasks.limits.items():
-        eff_soft = limits.soft_time_limit_s or soft
-        eff_hard = limits.time_limit_s or hard
-        if eff_soft is not None and eff_hard is not None and eff_soft >= eff_hard:
-            problems.append(
-                f"tasks.limits.{name}: soft limit {eff_soft:g} s must be below hard limit"
-                f" {eff_hard:g} s"
-            )
+    else:
+        problems += _rule_problems(conf, ("soft-limit-not-below-hard",))
     prefetch = conf["worker_prefetch_multiplier"].value
     if not isinstance(prefetch, int) or prefetch < 1:
         problems.append(
@@ -234,25 +248,10 @@ def _check(settings: Settings, conf: dict[str, ConfEntry]) -> None:
             " working); use 1 for latency, more only for short bulk tasks"
         )
     if not settings.serialization.allow_unsafe:
-        for key in ("task_serializer", "result_serializer"):
-            if str(conf[key].value).lower() in d.UNSAFE_SERIALIZERS:
-                problems.append(
-                    f"{show(key)} is unsafe (anyone who can publish could run code in"
-                    " the worker); use 'json', or set serialization.allow_unsafe = true"
-                    " if every publisher is trusted"
-                )
-        for key in ("accept_content", "result_accept_content"):
-            value = conf[key].value or ()
-            bad = sorted(str(v) for v in value if str(v).lower() in d.UNSAFE_SERIALIZERS)
-            if bad:
-                problems.append(
-                    f"{show(key)} accepts {', '.join(bad)}: a worker would deserialize"
-                    " such messages; remove them, or set serialization.allow_unsafe = true"
-                )
+        problems += _rule_problems(conf, ("unsafe-serializer",))
     problems += check_topology(
         settings,
         default_queue=str(conf["task_default_queue"].value),
         transport_options=conf["broker_transport_options"].value,
     )
-    if problems:
-        raise ConfigError("invalid settings:\n  - " + "\n  - ".join(problems))
+    return problems

@@ -8,6 +8,7 @@ field defaults read them, and the README table is generated from ``SAFE_DEFAULTS
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "SHARED_NAMES",
     "UNSAFE_SERIALIZERS",
     "VISIBILITY_MARGIN_S",
+    "CeleryKeys",
     "SafeDefault",
     "default_for",
     "kit_value",
@@ -269,3 +271,25 @@ CELERY_ENV: dict[str, str] = {
 #: (broker scheme, result backend, kit Redis), so a framework's value for one of them
 #: sets the kit field instead of hiding in ``celery_overrides``.
 SHARED_NAMES: frozenset[str] = frozenset({"broker_url", "result_backend", "timezone"})
+
+
+@cache
+def _celery_names() -> frozenset[str]:
+    from celery.app.defaults import NAMESPACES, flatten
+
+    return frozenset(dict(flatten(NAMESPACES)))
+
+
+class _CeleryKeys:
+    """``CeleryKeys.task_acks_late == "task_acks_late"``: Celery setting names for code that
+    reads any app's configuration (the rule engine, ``doctor``), checked against Celery's own
+    list, so a misspelled name raises instead of silently reading nothing."""
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_") or name not in _celery_names():
+            raise AttributeError(f"{name!r} is not a Celery setting (celery.app.defaults)")
+        return name
+
+
+#: See :class:`_CeleryKeys`.
+CeleryKeys = _CeleryKeys()

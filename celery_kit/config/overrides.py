@@ -12,7 +12,6 @@ from celery.app.defaults import NAMESPACES, flatten
 
 from celery_kit.config.entries import ConfEntry
 from celery_kit.config.sources import Origin, OriginKind
-from celery_kit.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from celery_kit.config.settings import Settings
@@ -26,11 +25,12 @@ def celery_options() -> dict[str, Any]:
     return dict(flatten(NAMESPACES))
 
 
-def apply_overrides(settings: Settings, conf: dict[str, ConfEntry]) -> None:
-    """Put every ``celery_overrides`` entry into ``conf`` (dicts merge over the kit's).
+def apply_overrides(settings: Settings, conf: dict[str, ConfEntry]) -> list[str]:
+    """Put every valid ``celery_overrides`` entry into ``conf`` (dicts merge over the kit's).
 
-    Raises:
-        ConfigError: a name Celery does not know, or a value of the wrong type.
+    Returns:
+        The problems of the others (a name Celery does not know, a value of the wrong
+        type), for the caller to report together with every other problem.
     """
     old_to_new: dict[str, str] = getattr(celery_defaults, "_TO_NEW_KEY", {})
     options = celery_options()
@@ -49,14 +49,16 @@ def apply_overrides(settings: Settings, conf: dict[str, ConfEntry]) -> None:
                 f" setting{hint} (Celery would ignore it silently)"
             )
             continue
+        before = len(problems)
         value = _coerce(options[key], raw, key, problems)
+        if len(problems) > before:
+            continue  # an unusable value is reported, not applied
         if key in conf and isinstance(conf[key].value, dict) and isinstance(value, dict):
             value = {**conf[key].value, **value}
         conf[key] = ConfEntry(
             value, Origin(OriginKind.OVERRIDE, str(where or "")), f"celery_overrides.{key}"
         )
-    if problems:
-        raise ConfigError("invalid settings:\n  - " + "\n  - ".join(problems))
+    return problems
 
 
 def _coerce(option: Any, raw: Any, key: str, problems: list[str]) -> Any:

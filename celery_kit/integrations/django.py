@@ -73,7 +73,15 @@ def make_django_app(
             misspelled Celery setting, or the merged settings are invalid or unsafe (the
             message names the Django setting).
     """
-    settings = Settings(_config=config, _framework=django_layer(django_settings), **overrides)
+    layer, typos = _layer_and_typos(django_settings)
+    try:
+        settings = Settings(_config=config, _framework=layer, **overrides)
+    except ConfigError as exc:  # report the typos together with everything else
+        if typos:
+            raise ConfigError(_join(typos + _problems(exc))) from None
+        raise
+    if typos:
+        raise ConfigError(_join(typos))
     app = build_app(name, settings, task_cls=DjangoKitTask)
     # Kit values are in app.conf's top layer, so Django's only fill keys the kit leaves
     # unset (as with plain Celery, e.g. override_settings(CELERY_TASK_ALWAYS_EAGER=True)).
@@ -89,6 +97,25 @@ def django_layer(source: Any) -> FrameworkLayer:
         ConfigError: settings not configured, a misspelled ``CELERY_*`` name, or a
             ``CELERY_KIT`` that is not a dict.
     """
+    layer, typos = _layer_and_typos(source)
+    if typos:
+        raise ConfigError(_join(typos))
+    return layer
+
+
+def _join(problems: list[str]) -> str:
+    return "invalid settings:\n  - " + "\n  - ".join(problems)
+
+
+def _problems(exc: ConfigError) -> list[str]:
+    """The items of an "invalid settings:" message (or the message itself)."""
+    text = str(exc)
+    head = "invalid settings:\n  - "
+    return text[len(head) :].split("\n  - ") if text.startswith(head) else [text]
+
+
+def _layer_and_typos(source: Any) -> tuple[FrameworkLayer, list[str]]:
+    """The layer, and the misspelled ``CELERY_*`` names (reported with all other problems)."""
     try:
         names = {name for name in dir(source) if name.isupper()}
     except ImproperlyConfigured as exc:
@@ -101,10 +128,11 @@ def django_layer(source: Any) -> FrameworkLayer:
         value = getattr(source, django_name, None)
         if key not in found and value:
             found[key] = (value, django_name)
-    _refuse_typos(names - {name for _, name in found.values()})
-    return framework_layer(
+    typos = _typo_problems(names - {name for _, name in found.values()})
+    layer = framework_layer(
         found, kit=getattr(source, KIT_SETTING, None), kit_name=KIT_SETTING, kind=OriginKind.DJANGO
     )
+    return layer, typos
 
 
 def celery_settings(source: Any) -> dict[str, tuple[Any, str]]:
@@ -128,7 +156,7 @@ def celery_settings(source: Any) -> dict[str, tuple[Any, str]]:
     return found
 
 
-def _refuse_typos(unused: set[str]) -> None:
+def _typo_problems(unused: set[str]) -> list[str]:
     celery_defaults: Any = defaults  # _OLD_SETTING_KEYS is private, absent from the stubs
     prefix = f"{NAMESPACE}_"
     known = {prefix + key.upper() for key in defaults.SETTING_KEYS}
@@ -149,8 +177,7 @@ def _refuse_typos(unused: set[str]) -> None:
                 f"Django setting {name} is not a Celery setting (Celery would ignore it);"
                 f" did you mean {close[0]}?"
             )
-    if problems:
-        raise ConfigError("invalid settings:\n  - " + "\n  - ".join(problems))
+    return problems
 
 
 def _ensure_fixup(app: Celery) -> None:

@@ -1,0 +1,1 @@
+"""``celery-kit doctor``: audit any Celery app (settings, tasks, live broker) by rules."""

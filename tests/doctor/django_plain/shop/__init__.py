@@ -1,0 +1,1 @@
+"""A Django app whose tasks module the doctor must import."""
