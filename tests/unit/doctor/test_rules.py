@@ -172,3 +172,11 @@ def test_kit_apps_keep_queue_and_priority_task_attributes() -> None:
         "task 't.q' sets routing_key='x' on the task; Celery 6 ignores these"
         " attributes and the task would silently go to the default queue"
     ]
+
+
+def test_celery_keys_are_checked_against_celerys_own_list() -> None:
+    from celery_kit.config.defaults import CeleryKeys
+
+    assert CeleryKeys.task_acks_late == "task_acks_late"
+    with pytest.raises(AttributeError, match="not a Celery setting"):
+        _ = CeleryKeys.task_ack_late
