@@ -48,8 +48,8 @@ on many managed services, it falls back to `INFO` and says so); on RabbitMQ pass
 declares (which never create a queue) and, for a queue that already exists, the declare a
 worker would make, on a throwaway channel: RabbitMQ refuses it with `PRECONDITION_FAILED`
 when the arguments differ and otherwise leaves the queue as it is. The management API is
-read (port 15672, when it answers) for per-queue consumer timeouts; the server-wide
-`consumer_timeout` is not exposed there, so it is assumed to be RabbitMQ's default,
+read (port 15672, when it answers) for per-queue consumer timeouts only; the server-wide
+`consumer_timeout` (rabbitmq.conf) is not read: it is assumed to be RabbitMQ's default,
 1800 s, and the report says so (a kit app uses `broker.consumer_timeout_s`).
 
 `kit check` (`celery -A proj kit check`, or `celery-kit check -A proj`) imports the task

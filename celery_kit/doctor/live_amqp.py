@@ -144,8 +144,8 @@ def _check_queue(
         )
     declared = dict(queue.queue_arguments or {})
     queue_timeout = None
-    if api_ok:  # per-queue consumer timeout (argument or policy); the server-wide one is
-        # not exposed by the management API
+    if api_ok:  # per-queue consumer timeout (argument or policy); the server-wide value
+        # (rabbitmq.conf) is not read: the caller assumes the default
         vhost = urllib.parse.quote(_vhost(broker_url), safe="")
         try:
             info = _api(mgmt, f"/api/queues/{vhost}/{urllib.parse.quote(queue.name)}", timeout_s)
