@@ -35,7 +35,9 @@ def subject_of(
         app.loader.import_default_modules()
         app.finalize(auto=True)
         infos = tuple(
-            task_info(t) for name, t in sorted(app.tasks.items()) if not name.startswith("celery.")
+            task_info(t, read_source=True)
+            for name, t in sorted(app.tasks.items())
+            if not name.startswith("celery.")
         )
     live = None if consumer_timeout_s is None else (consumer_timeout_s, "live: RabbitMQ")
     kit = _kit_settings(app)

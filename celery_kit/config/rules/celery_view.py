@@ -6,6 +6,9 @@ Nothing here imports Celery or the rest of the kit, so the kit's own start-up ch
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,8 +29,14 @@ _ROUTING_ATTRIBUTES = (
 )
 
 
-def task_info(task: Any) -> TaskInfo:
-    """What the rules need from one registered task."""
+def task_info(task: Any, *, read_source: bool = False) -> TaskInfo:
+    """What the rules need from one registered task.
+
+    Args:
+        task: a registered Celery task.
+        read_source: also parse the task function's source for ``self.retry()`` calls in
+            a task that is not bound (the doctor does; worker start-up does not).
+    """
     cls = type(task)
     # Task.bind copies task_default_priority onto the class: that one is not explicit
     conf = getattr(getattr(task, "app", None), "conf", None)
@@ -57,6 +66,36 @@ def task_info(task: Any) -> TaskInfo:
         retry_kwargs=dict(retry_kwargs) if isinstance(retry_kwargs, Mapping) else {},
         routing_attributes=explicit,
         location=f"{cls.__module__}.{getattr(task, '__qualname__', task.name)}",
+        unbound_retry=_unbound_retry(cls) if read_source else None,
+    )
+
+
+def _unbound_retry(cls: type) -> bool | None:
+    """``self.retry(...)`` in the body of a task that is not bound (``bind=False``).
+
+    Celery stores an unbound task's function as ``staticmethod(fun)`` (celery/app/base.py,
+    ``_task_from_fun``), so its first parameter is the caller's first argument, not the
+    task. ``None`` when the source cannot be read.
+    """
+    run = cls.__dict__.get("run")
+    if not isinstance(run, staticmethod):
+        return False
+    fun = run.__func__
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fun)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    code = getattr(fun, "__code__", None)
+    params = code.co_varnames[: code.co_argcount] if code is not None else ()
+    if not params:
+        return False
+    return any(
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "retry"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == params[0]
+        for node in ast.walk(tree)
     )
 
 

@@ -61,6 +61,8 @@ class TaskInfo:
     routing_attributes: Mapping[str, Any] = field(default_factory=dict)
     #: Where the task is defined (``module.function``), for evidence.
     location: str = ""
+    #: Its body calls ``self.retry()`` but the task is not bound (``None``: not read).
+    unbound_retry: bool | None = None
 
 
 @dataclass(frozen=True)

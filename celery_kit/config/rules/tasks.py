@@ -36,7 +36,31 @@ def _uncapped_autoretry(subject: Subject) -> Iterator[Hit]:
             )
 
 
+def _retry_without_bind(subject: Subject) -> Iterator[Hit]:
+    for task in subject.tasks or ():
+        if task.unbound_retry:
+            yield (
+                f"task {task.name!r} calls self.retry() but is not bound: `self` is its first"
+                " argument, so the first retry raises AttributeError and the task fails"
+                " instead of retrying",
+                (task_ev(task, "bind", False),),
+                task.name,
+            )
+
+
 TASK_RULES: tuple[Rule, ...] = (
+    Rule(
+        "retry-without-bind",
+        Severity.ERROR,
+        "self.retry() in a task that is not bound",
+        "Only bind=True passes the task as the first argument; without it `self` is"
+        " whatever the caller passed first, so the retry meant to save the task crashes it.",
+        "https://docs.celeryq.dev/en/stable/userguide/tasks.html#bound-tasks",
+        "@app.task(bind=True) on tasks that call self.retry()",
+        "the same (or base=RetryingTask with autoretry_for, no self.retry() needed)",
+        Scope.TASKS,
+        _retry_without_bind,
+    ),
     Rule(
         "broad-autoretry",
         Severity.WARNING,

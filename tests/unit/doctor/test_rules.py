@@ -180,3 +180,27 @@ def test_celery_keys_are_checked_against_celerys_own_list() -> None:
     assert CeleryKeys.task_acks_late == "task_acks_late"
     with pytest.raises(AttributeError, match="not a Celery setting"):
         _ = CeleryKeys.task_ack_late
+
+
+def test_self_retry_in_a_task_that_is_not_bound() -> None:
+    from celery_kit.doctor.subject import subject_of
+
+    app = Celery("bind", broker="redis://h:1/0", set_as_current=False)
+
+    @app.task(shared=False, name="t.unbound")
+    def unbound(self, order_id):  # type: ignore[no-untyped-def]
+        try:
+            return order_id
+        except OSError as exc:
+            raise self.retry(exc=exc) from exc
+
+    @app.task(shared=False, name="t.bound", bind=True)
+    def bound(self, order_id):  # type: ignore[no-untyped-def]
+        raise self.retry(countdown=1)
+
+    @app.task(shared=False, name="t.other")
+    def other(client):  # type: ignore[no-untyped-def]
+        return client.fetch()
+
+    found = [f.task for f in evaluate(subject_of(app)) if f.rule.id == "retry-without-bind"]
+    assert found == ["t.unbound"]
