@@ -85,6 +85,17 @@ def _artifact(app: Celery) -> str:
     return os.path.relpath(path) if path else str(app.main or "app")
 
 
+def _task_sources(subject: Any) -> dict[str, tuple[str, int]]:
+    """Task name -> (path relative to the working directory, line) for SARIF regions."""
+    import os
+
+    return {
+        t.name: (os.path.relpath(t.source[0]), t.source[1])
+        for t in subject.tasks or ()
+        if t.source is not None
+    }
+
+
 def _all_rules() -> tuple[Rule, ...]:
     from celery_kit.config.rules import static_rules
     from celery_kit.doctor.live_rules import LIVE_RULES
@@ -185,7 +196,14 @@ def doctor(
     findings += [f for f in live_findings if f.rule.id not in ignore]
     findings.sort(key=lambda f: -f.severity.rank)
     if sarif:
-        out = as_sarif(findings, rules=_all_rules(), app=ref, artifact=_artifact(app), mask=_mask)
+        out = as_sarif(
+            findings,
+            rules=_all_rules(),
+            app=ref,
+            artifact=_artifact(app),
+            mask=_mask,
+            task_sources=_task_sources(subject),
+        )
     elif as_json:
         out = render_json(findings, app=ref, mask=_mask, notes=notes)
     else:

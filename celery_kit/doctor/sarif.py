@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 
 from celery_kit.config.rules.model import Finding, Rule, Severity
@@ -15,6 +15,13 @@ SARIF_SCHEMA = (
     "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 )
 _LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
+
+
+def _physical(source: tuple[str, int] | None, artifact: str) -> dict[str, object]:
+    if source is None:
+        return {"artifactLocation": {"uri": artifact}}
+    path, line = source
+    return {"artifactLocation": {"uri": path}, "region": {"startLine": max(1, line)}}
 
 
 def _rule(rule: Rule) -> dict[str, object]:
@@ -33,9 +40,20 @@ def _rule(rule: Rule) -> dict[str, object]:
 
 
 def as_sarif(
-    findings: Sequence[Finding], *, rules: Sequence[Rule], app: str, artifact: str, mask: Masker
+    findings: Sequence[Finding],
+    *,
+    rules: Sequence[Rule],
+    app: str,
+    artifact: str,
+    mask: Masker,
+    task_sources: Mapping[str, tuple[str, int]] | None = None,
 ) -> str:
-    """A SARIF log with one run; every result points at ``artifact`` (the app's module file)."""
+    """A SARIF log with one run.
+
+    A finding about a task points at the task's function (``task_sources``: task name ->
+    ``(path, line)``); the others at ``artifact``, the app's module file.
+    """
+    sources = task_sources or {}
     index = {rule.id: i for i, rule in enumerate(rules)}
     results = []
     for finding in findings:
@@ -51,7 +69,7 @@ def as_sarif(
                 "message": {"text": text},
                 "locations": [
                     {
-                        "physicalLocation": {"artifactLocation": {"uri": artifact}},
+                        "physicalLocation": _physical(sources.get(finding.task or ""), artifact),
                         "logicalLocations": [
                             {"fullyQualifiedName": finding.task or app, "kind": "module"}
                         ],

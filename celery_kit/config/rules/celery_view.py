@@ -67,7 +67,22 @@ def task_info(task: Any, *, read_source: bool = False) -> TaskInfo:
         routing_attributes=explicit,
         location=f"{cls.__module__}.{getattr(task, '__qualname__', task.name)}",
         unbound_retry=_unbound_retry(cls) if read_source else None,
+        source=_source_of(cls) if read_source else None,
     )
+
+
+def _source_of(cls: type) -> tuple[str, int] | None:
+    """Where the task's function is defined."""
+    run = cls.__dict__.get("run")
+    fun = getattr(run, "__func__", run)
+    code = getattr(fun, "__code__", None)
+    if fun is None or code is None:
+        return None
+    try:
+        path = inspect.getsourcefile(fun)
+    except TypeError:
+        return None
+    return (path, int(code.co_firstlineno)) if path else None
 
 
 def _unbound_retry(cls: type) -> bool | None:

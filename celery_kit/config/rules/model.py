@@ -63,6 +63,8 @@ class TaskInfo:
     location: str = ""
     #: Its body calls ``self.retry()`` but the task is not bound (``None``: not read).
     unbound_retry: bool | None = None
+    #: ``(file, line)`` of the task function, when its source was read (SARIF regions).
+    source: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)

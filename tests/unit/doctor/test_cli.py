@@ -25,6 +25,11 @@ app.conf.update(task_acks_late=True, accept_content=["json", "pickle"], task_tim
                 worker_prefetch_multiplier=1, result_expires=None,
                 result_backend="redis://user:hunter2@127.0.0.1:1/1",
                 broker_transport_options={"visibility_timeout": 30, "password": "hunter2"})
+
+
+@app.task(shared=False, name="badproj.routed", queue="payments")
+def routed():
+    return None
 """
 WARN_APP = """
 from celery import Celery
@@ -129,6 +134,15 @@ def test_sarif_validates_against_the_sarif_2_1_0_schema(proj: Path) -> None:
     rules = log["runs"][0]["tool"]["driver"]["rules"]
     assert all(rules[r["ruleIndex"]]["id"] == r["ruleId"] for r in results)
     assert results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "badproj.py"
+    # a finding about a task points at the task's function, so CI annotates that line
+    routed = next(r for r in results if r["ruleId"] == "task-routing-attribute")
+    where = routed["locations"][0]["physicalLocation"]
+    line = (
+        textwrap.dedent(BAD_APP)
+        .splitlines()
+        .index('@app.task(shared=False, name="badproj.routed", queue="payments")')
+    )
+    assert where == {"artifactLocation": {"uri": "badproj.py"}, "region": {"startLine": line + 1}}
 
 
 def test_an_invalid_sarif_log_is_rejected_by_the_schema(proj: Path) -> None:
