@@ -7,6 +7,8 @@ __all__ = [
     "ConfigError",
     "CountdownTooLongError",
     "LockTakenError",
+    "MalformedMessageError",
+    "NotReplayableError",
     "PoisonMessageError",
     "PublishError",
     "RedisUnavailableError",
@@ -67,3 +69,15 @@ class TaskDeferred(CeleryKitError):
     (``lock_on_busy="retry"``) or an unreachable Redis defers the task with a countdown;
     ``request.retries`` is not increased. Raised as a failure under eager execution.
     """
+
+
+class MalformedMessageError(CeleryKitError):
+    """A consumed message is not a task message the kit can run (see ``celery_kit.tasks.envelope``).
+
+    Never raised into Celery: the worker acknowledges the message, dead-letters it with
+    reason ``malformed`` and this error's text as what was wrong, and keeps serving.
+    """
+
+
+class NotReplayableError(CeleryKitError):
+    """A dead letter holds no valid task to publish again (reason ``malformed``)."""

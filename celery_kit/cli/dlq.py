@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 __all__ = ["dlq"]
 
+#: Same value as ``celery_kit.dlq.MALFORMED`` (not imported: this module loads with every
+#: ``celery`` command and must stay cheap).
+MALFORMED = "malformed"
+
 
 def _open(ctx: click.Context) -> tuple[Celery, DeadLetterStore]:
     # deferred: the store (redis, Celery) loads only when a command runs
@@ -46,15 +50,24 @@ def dlq() -> None:
     """The ``kit dlq`` group."""
 
 
+_REASON_HELP = (
+    "Only entries with this reason (permanent, retries_exhausted, worker_lost, time_limit,"
+    " failed, not_registered, malformed)."
+)
+
+
 @dlq.command(name="list")
 @click.option("--task", "task_name", help="Only entries of this task name.")
+@click.option("--reason", help=_REASON_HELP)
 @click.option("--limit", type=int, default=None, help="At most this many (newest first).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 @click.pass_context
-def list_cmd(ctx: click.Context, task_name: str | None, limit: int | None, as_json: bool) -> None:
-    """List dead letters, newest first."""
+def list_cmd(
+    ctx: click.Context, task_name: str | None, reason: str | None, limit: int | None, as_json: bool
+) -> None:
+    """List dead letters, newest first, with why each was dead-lettered."""
     _, store = _open(ctx)
-    entries = store.list(task=task_name, limit=limit)
+    entries = store.list(task=task_name, limit=limit, reason=reason)
     if as_json:
         click.echo(json.dumps([_as_dict(e) for e in entries], indent=2, default=str))
         return
@@ -83,10 +96,16 @@ def show_cmd(ctx: click.Context, task_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    tb = data.pop("traceback")
+    tb, payload = data.pop("traceback"), data.pop("payload", None)
+    if entry.reason == MALFORMED:
+        click.echo(f"what was wrong: {entry.exception}")
+        click.echo("(a malformed message cannot be replayed; fix its sender)\n")
     for key, value in data.items():
         click.echo(f"{key:>17}: {json.dumps(value, default=str)}")
-    click.echo(f"\n{tb}")
+    if payload is not None:
+        click.echo(f"\nmessage as received (truncated):\n{payload}")
+    if tb:
+        click.echo(f"\n{tb}")
 
 
 @dlq.command(name="replay")
@@ -110,21 +129,37 @@ def replay_cmd(
         entries = [entry]
     else:
         entries = store.list(task=task_name)
+    if task_id and entries[0].reason == MALFORMED:
+        raise click.ClickException(
+            f"{task_id} is a malformed message ({entries[0].exception}): there is no valid"
+            f" task to replay. See it with `kit dlq show {task_id}`, fix the sender, then"
+            f" `kit dlq purge --reason {MALFORMED}`"
+        )
+    skipped = [e for e in entries if e.reason == MALFORMED]
+    entries = [e for e in entries if e.reason != MALFORMED]
     for entry in entries:
         store.replay(app, entry)
         click.echo(f"replayed {entry.id} ({entry.task})")
-    if not entries:
+    if skipped:
+        click.echo(
+            f"skipped {len(skipped)} malformed message(s): nothing valid to replay"
+            f" (`kit dlq list --reason {MALFORMED}`)"
+        )
+    if not entries and not skipped:
         click.echo("nothing to replay")
 
 
 @dlq.command(name="purge")
 @click.option("--task", "task_name", help="Only entries of this task name.")
+@click.option("--reason", help=_REASON_HELP)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
-def purge_cmd(ctx: click.Context, task_name: str | None, yes: bool) -> None:
-    """Delete dead letters (all, or one task's)."""
+def purge_cmd(ctx: click.Context, task_name: str | None, reason: str | None, yes: bool) -> None:
+    """Delete dead letters (all, or one task's, or one reason's)."""
     _, store = _open(ctx)
     what = f"every dead letter of {task_name}" if task_name else "every dead letter"
+    if reason:
+        what += f" with reason {reason}"
     if not yes:
         click.confirm(f"Delete {what}?", abort=True)
-    click.echo(f"purged {store.purge(task=task_name)} dead letter(s)")
+    click.echo(f"purged {store.purge(task=task_name, reason=reason)} dead letter(s)")

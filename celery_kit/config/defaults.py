@@ -17,6 +17,9 @@ __all__ = [
     "DJANGO_FALLBACKS",
     "DOCUMENTED_EXTRA_KEYS",
     "MAX_COUNTDOWN_S",
+    "MAX_MESSAGE_BYTES",
+    "MAX_MESSAGE_BYTES_CEILING",
+    "MIN_MESSAGE_BYTES",
     "RABBITMQ_CONSUMER_TIMEOUT_S",
     "RETRY_BACKOFF_MAX_S",
     "SAFE_DEFAULTS",
@@ -238,6 +241,15 @@ MAX_COUNTDOWN_S = 600.0
 
 #: Cap on a single retry delay (Celery's own ``retry_backoff_max`` default).
 RETRY_BACKOFF_MAX_S = 600.0
+
+#: Largest task message body a worker accepts (10 MiB). Task arguments are meant to be
+#: references (ids, URLs), not payloads; a body this large is almost always a bug or an
+#: attack, and decoding it would stall the worker's main process for every other task.
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+#: Bounds of ``tasks.max_message_bytes``: an empty task message is ~0.5 KiB of headers
+#: and body; Redis strings end at 512 MiB (RabbitMQ's own limit is lower, 128 MiB).
+MIN_MESSAGE_BYTES = 1024
+MAX_MESSAGE_BYTES_CEILING = 512 * 1024 * 1024
 
 #: Added on top of the computed worst case before a message may be redelivered.
 VISIBILITY_MARGIN_S = 300.0

@@ -53,6 +53,22 @@ class TasksSettings(KitModel):
     retry_backoff_max_s: float = Field(default=d.RETRY_BACKOFF_MAX_S, ge=0)
     #: Per-task limits by exact task name, e.g. ``{"proj.reports.build": {...}}``.
     limits: dict[str, TaskLimits] = Field(default_factory=dict)
+    #: Largest task message body a worker accepts; a bigger one is dead-lettered
+    #: (``malformed``) without being decoded, so one huge message cannot stall a worker.
+    max_message_bytes: int = d.MAX_MESSAGE_BYTES
+
+    @field_validator("max_message_bytes")
+    @classmethod
+    def _check_max_message_bytes(cls, value: int) -> int:
+        low, high = d.MIN_MESSAGE_BYTES, d.MAX_MESSAGE_BYTES_CEILING
+        if not low <= value <= high:
+            raise ValueError(
+                f"tasks.max_message_bytes = {value} is outside {low}..{high}: below {low} even"
+                f" a task without arguments is refused, above {high} no broker delivers it"
+                " (Redis strings stop at 512 MiB); the default is"
+                f" {d.MAX_MESSAGE_BYTES} (10 MiB)"
+            )
+        return value
 
 
 class WorkerSettings(KitModel):
@@ -149,8 +165,9 @@ class DlqSettings(KitModel):
     retention_s: int = Field(default=7 * 86400, gt=0)
     #: The oldest entries are dropped beyond this many.
     max_entries: int = Field(default=10_000, gt=0)
-    #: A task whose pool process died this many times is dead-lettered instead of
-    #: requeued again (Celery requeues forever with reject_on_worker_lost). ``None``: no cap.
+    #: A task whose pool process (or whole worker) died this many times while running it
+    #: is dead-lettered instead of requeued again (Celery requeues forever with
+    #: reject_on_worker_lost; see ``celery_kit.tasks.poison``). ``None``: no cap.
     max_worker_lost_deliveries: int | None = Field(default=3, ge=1)
     #: How long a task id's worker-lost count is remembered.
     worker_lost_ttl_s: int = Field(default=86400, gt=0)

@@ -13,6 +13,7 @@ from kombu.utils.json import dumps, loads
 
 __all__ = [
     "FIRST_FAILED_HEADER",
+    "MALFORMED",
     "REPLAYS_HEADER",
     "DeadLetter",
     "dead_letter_from",
@@ -36,6 +37,8 @@ def now_iso() -> str:
 #: survive Celery's ``retry()``): when it first failed, and how often it was replayed.
 FIRST_FAILED_HEADER = "kit_first_failed_at"
 REPLAYS_HEADER = "kit_replays"
+#: Reason of dead letters that are not task messages at all (see ``celery_kit.tasks.envelope``).
+MALFORMED = "malformed"
 
 
 @dataclass
@@ -46,7 +49,9 @@ class DeadLetter:
     task: str
     args: list[Any]
     kwargs: dict[str, Any]
-    #: ``permanent``, ``retries_exhausted``, ``worker_lost``, ``time_limit`` or ``failed``.
+    #: ``permanent``, ``retries_exhausted``, ``worker_lost``, ``time_limit``, ``failed``,
+    #: ``not_registered`` (no such task on the worker: replay once deployed) or
+    #: ``malformed`` (not a task message; kept for inspection, never replayed).
     reason: str
     exception_type: str
     exception: str
@@ -62,6 +67,8 @@ class DeadLetter:
     priority: int | None = None
     hostname: str | None = None
     replays: int = 0
+    #: ``malformed`` only: the start of the message as received, for inspection.
+    payload: str | None = None
 
     def to_json(self) -> str:
         """JSON text (kombu's encoder: dates, UUIDs and decimals survive)."""

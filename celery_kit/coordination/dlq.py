@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery_kit.config.sections import DlqSettings
 from celery_kit.coordination.client import KitRedis, resources
-from celery_kit.coordination.dead_letter import REPLAYS_HEADER, DeadLetter
+from celery_kit.coordination.dead_letter import MALFORMED, REPLAYS_HEADER, DeadLetter
 from celery_kit.state import settings_of
 
 if TYPE_CHECKING:
@@ -118,8 +118,10 @@ class DeadLetterStore:
         raw = self._kr.client.get(self._kr.keys.dlq_entry(task_id))
         return DeadLetter.from_json(raw) if raw is not None else None
 
-    def list(self, *, task: str | None = None, limit: int | None = None) -> list[DeadLetter]:
-        """Entries, newest first, optionally only those of one task name."""
+    def list(
+        self, *, task: str | None = None, limit: int | None = None, reason: str | None = None
+    ) -> list[DeadLetter]:
+        """Entries, newest first, optionally only those of one task name and/or reason."""
         client, keys = self._kr.client, self._kr.keys
         ids = [
             i.decode() if isinstance(i, bytes) else str(i)
@@ -132,7 +134,9 @@ class DeadLetterStore:
                 if raw is None:
                     continue  # expired; the index is trimmed on the next write
                 entry = DeadLetter.from_json(raw)
-                if task is None or entry.task == task:
+                if (task is None or entry.task == task) and (
+                    reason is None or entry.reason == reason
+                ):
                     out.append(entry)
                     if limit is not None and len(out) >= limit:
                         return out
@@ -147,9 +151,9 @@ class DeadLetterStore:
         removed, _ = pipe.execute()
         return bool(removed)
 
-    def purge(self, *, task: str | None = None) -> int:
-        """Remove every entry (or every entry of one task); returns how many."""
-        entries = self.list(task=task)
+    def purge(self, *, task: str | None = None, reason: str | None = None) -> int:
+        """Remove every entry (or those of one task and/or reason); returns how many."""
+        entries = self.list(task=task, reason=reason)
         for entry in entries:
             self.delete(entry.id)
         return len(entries)
@@ -159,6 +163,14 @@ class DeadLetterStore:
         remove it from the store. The worker-lost count of the id is reset too, and the
         stale FAILURE result is forgotten first, so the id reads PENDING until the replay
         finishes instead of reporting the old failure to whoever polls it."""
+        if entry.reason == MALFORMED:
+            from celery_kit.exceptions import NotReplayableError
+
+            raise NotReplayableError(
+                f"dead letter {entry.id} is a malformed message ({entry.exception}): there is"
+                " no valid task to publish again. Inspect it with `kit dlq show`, fix the"
+                f" sender, then remove it with `kit dlq purge --reason {MALFORMED}`"
+            )
         client, keys = self._kr.client, self._kr.keys
         client.delete(keys.worker_lost(entry.id))
         with contextlib.suppress(NotImplementedError):  # backends without forget()

@@ -51,8 +51,14 @@ class Keys:
         return self._key("dlq", "entry", task_id)
 
     def worker_lost(self, task_id: str) -> str:
-        """How often a task's pool process died running it (``dlq.worker_lost_ttl_s``)."""
+        """How often a task's pool process, or its whole worker, died running it
+        (``dlq.worker_lost_ttl_s``)."""
         return self._key("lost", task_id)
+
+    def worker_running(self, task_id: str) -> str:
+        """Set while a *redelivered* task runs (cleared at its ack; ``dlq.worker_lost_ttl_s``):
+        still there at the next redelivery means its worker died running it."""
+        return self._key("running", task_id)
 
     def worker_heartbeat(self, hostname: str) -> str:
         """A worker's heartbeat, JSON (``health.max_age_s``, rewritten every tick)."""

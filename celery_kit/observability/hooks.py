@@ -76,6 +76,21 @@ def install_metrics(
     app.steps["worker"].add(MetricsStep)
 
 
+def _reject_reason(exc: Any) -> str:
+    """The ``reason`` label of a rejection reported through ``task_rejected``."""
+    if exc is None:
+        return "unknown_format"  # Consumer.on_unknown_message
+    from kombu.exceptions import ContentDisallowed
+
+    from celery_kit.exceptions import MalformedMessageError, PoisonMessageError
+
+    if isinstance(exc, MalformedMessageError):
+        return "malformed"  # the kit's envelope guard
+    if isinstance(exc, PoisonMessageError):
+        return "worker_lost"  # the kit's envelope guard, a task that killed its worker
+    return "content_disallowed" if isinstance(exc, ContentDisallowed) else "invalid"
+
+
 def _queue(delivery_info: Any) -> str:
     if not delivery_info:
         return "unknown"
@@ -232,17 +247,20 @@ class _Hooks:
         except Exception:
             logger.exception("celery_kit metrics: task_revoked receiver failed")
 
-    def on_rejected(self, sender: Any = None, message: Any = None, **_: Any) -> None:
+    def on_rejected(
+        self, sender: Any = None, message: Any = None, exc: Any = None, **_: Any
+    ) -> None:
         try:
             found = self._for(getattr(sender, "app", None))
             if found is None:
                 return
             state, m = found
-            name = (getattr(message, "headers", None) or {}).get("task")
-            if name not in sender.app.tasks:
+            headers = getattr(message, "headers", None)
+            name = headers.get("task") if isinstance(headers, dict) else None
+            if not isinstance(name, str) or name not in sender.app.tasks:
                 name = UNREGISTERED
             queue = _queue(getattr(message, "delivery_info", None))
-            m.child(m.rejected, str(name), state.hostname, queue).inc()
+            m.child(m.rejected, name, state.hostname, queue, _reject_reason(exc)).inc()
         except Exception:
             logger.exception("celery_kit metrics: task_rejected receiver failed")
 

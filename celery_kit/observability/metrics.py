@@ -22,10 +22,23 @@ if TYPE_CHECKING:
     from celery_kit.config.operations import MetricsSettings
     from celery_kit.observability.multiproc import Multiprocess
 
-__all__ = ["UNREGISTERED", "KitMetrics", "MetricsState", "metrics_of", "metrics_state"]
+__all__ = [
+    "REJECT_REASONS",
+    "UNREGISTERED",
+    "KitMetrics",
+    "MetricsState",
+    "metrics_of",
+    "metrics_state",
+]
 
 #: Label value for tasks the worker does not know (never the sender's free-form name).
 UNREGISTERED = "unregistered"
+#: Values of the ``reason`` label of ``*_task_rejected_total``: the kit's envelope guard
+#: (``malformed``, ``worker_lost``: dead-lettered at delivery) and Celery's own refusals
+#: (``unknown_format``, ``content_disallowed``, ``invalid``).
+REJECT_REASONS = frozenset(
+    {"malformed", "worker_lost", "unknown_format", "content_disallowed", "invalid"}
+)
 
 
 class KitMetrics:
@@ -62,7 +75,14 @@ class KitMetrics:
             ("name", "hostname", "exception", "queue_name", *static),
             registry=r,
         )
-        self.rejected = counter("rejected", "Task messages the worker rejected.")
+        # celery-exporter's rejected counter plus ``reason`` (bounded: REJECT_REASONS).
+        # Selectors on name/hostname/queue_name keep matching; sums gain one series per reason.
+        self.rejected = Counter(
+            f"{p}_task_rejected_total",
+            "Task messages the worker rejected or dead-lettered without running, by reason.",
+            ("name", "hostname", "queue_name", "reason", *static),
+            registry=r,
+        )
         self.revoked = counter("revoked", "Tasks revoked.")
         self.retried = counter("retried", "Tasks that raised Retry.")
         self.runtime = Histogram(

@@ -80,8 +80,12 @@ class KitTask(Task[Any, Any]):
         cls._kit_plan = options.build_plan(cls)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        plan = self._kit_plan
-        if plan is None or self.request.called_directly:
+        plan, request = self._kit_plan, self.request
+        if (request.delivery_info or {}).get("redelivered") and not request.called_directly:
+            from celery_kit.tasks.poison import mark_running
+
+            mark_running(self)  # a whole-worker death while running is then counted
+        if plan is None or request.called_directly:
             return super().__call__(*args, **kwargs)
         return guards.run_guarded(self, plan, args, kwargs, super().__call__)
 
@@ -148,6 +152,10 @@ def kit_task_class(current: str | type[Task[Any, Any]] | None) -> type[Task[Any,
 
 
 def install_tasks(app: Celery, settings: Settings) -> None:
-    """Make ``KitTask`` the app's task class (the start-up checks run in ``StartupChecks``)."""
+    """Make ``KitTask`` the app's task class and validate every task message before Celery
+    sees it (``consumer_guard``); the start-up checks run in ``StartupChecks``."""
     # Celery accepts a class here (its docs: "Union[str, Type[Task]]"); the stubs say str.
     app.task_cls = kit_task_class(app.task_cls)  # type: ignore[assignment]
+    from celery_kit.tasks.consumer_guard import EnvelopeGuard
+
+    app.steps["consumer"].add(EnvelopeGuard)

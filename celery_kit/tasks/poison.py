@@ -1,4 +1,4 @@
-"""Poison messages: cap how often a task may kill its pool process before it is parked.
+"""Poison messages: cap how often a task may kill its pool process, or its whole worker.
 
 With ``acks_late`` + ``reject_on_worker_lost`` (kit defaults) Celery requeues a task
 whose pool process died (OOM kill, segfault, ``os._exit``), with no limit: a task that
@@ -8,20 +8,28 @@ those deaths per task id in Redis, and at ``dlq.max_worker_lost_deliveries`` dea
 the task and stores it as FAILURE (:class:`PoisonMessageError`) instead of requeueing it.
 It also dead-letters ``dead_letter`` tasks killed by their hard time limit.
 
-Costs nothing while tasks succeed: one round trip only when a pool process died.
+A task that kills the *whole* worker (main process too) is seen by nobody at its death.
+The broker then redelivers it flagged ``redelivered``; for such a delivery the pool
+process sets a "running" mark on Redis before the body starts (:func:`mark_running`) and
+the main process clears it when the task is acknowledged. A mark still present at the
+next redelivery means that delivery died while running: the consumer guard
+(:mod:`celery_kit.tasks.consumer_guard`) counts it (:func:`deaths_on_redelivery`) and past the
+cap dead-letters the message (``worker_lost``) before it runs again. Messages that were
+only prefetched when a worker died (or a broker restarted) never started, carry no mark
+and are not counted. A first delivery is not marked (that would cost every task a round
+trip), so a message that kills the whole worker runs at most ``cap + 1`` times.
 
-What happens when things die / are away:
+Costs nothing while tasks succeed: round trips only when a pool process died or for a
+redelivered message.
 
-* the whole worker (main process too) is SIGKILLed: the broker redelivers the message
-  itself (visibility timeout / closed channel) and nobody observes the death, so such
-  redeliveries are not counted; an OOM kill or crash usually takes only the pool process;
-* Redis unreachable when counting: logged, and Celery's own behaviour applies (requeue).
+What happens when things die / are away: Redis unreachable when counting or marking:
+logged, and Celery's own behaviour applies (requeue / run).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from billiard.einfo import ExceptionInfo, ExceptionWithTraceback  # type: ignore[attr-defined]
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
@@ -34,20 +42,67 @@ from celery_kit.exceptions import PoisonMessageError
 from celery_kit.state import settings_of
 from celery_kit.topology.priority import delivered_priority
 
-__all__ = ["KitRequest"]
+if TYPE_CHECKING:
+    from celery import Celery, Task
+
+__all__ = ["KitRequest", "deaths_on_redelivery", "mark_running"]
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] counter; ARGV ttl_ms -> the new count
+# KEYS[1] running mark, KEYS[2] death count; ARGV ttl_ms -> the new count
 _COUNT = """
-local n = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[1])
+local n = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return n
 """
+# Same keys: count a death only if the last delivery was still marked running.
+_DIED_RUNNING = """
+if redis.call('DEL', KEYS[1]) == 1 then
+  local n = redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+  return n
+end
+return tonumber(redis.call('GET', KEYS[2]) or '0')
+"""
+
+
+def _cap_and_ttl_ms(app: Celery) -> tuple[int | None, int]:
+    dlq = settings_of(app).dlq
+    return dlq.max_worker_lost_deliveries, dlq.worker_lost_ttl_s * 1000
+
+
+def mark_running(task: Task[Any, Any]) -> None:
+    """Pool process, before the body of a *redelivered* task: mark it running."""
+    cap, ttl_ms = _cap_and_ttl_ms(task.app)
+    if cap is None:
+        return
+    try:
+        kr = kit_redis(task.app)
+        kr.client.set(kr.keys.worker_running(str(task.request.id)), 1, px=ttl_ms)
+    except Exception as err:
+        logger.warning("celery_kit: could not mark %s running (%s)", task.request.id, err)
+
+
+def deaths_on_redelivery(app: Celery, task_id: str) -> int:
+    """Main process, at a redelivery: the deaths so far, counting the last delivery if it
+    died while running (its mark is still there). Raises on Redis errors."""
+    kr = kit_redis(app)
+    keys = [kr.keys.worker_running(task_id), kr.keys.worker_lost(task_id)]
+    return int(kr.run(_DIED_RUNNING, keys, [_cap_and_ttl_ms(app)[1]]))
 
 
 class KitRequest(Request):
     """Celery's worker request, plus the poison-message cap (see the module)."""
+
+    def acknowledge(self) -> None:
+        super().acknowledge()
+        if (self.delivery_info or {}).get("redelivered"):
+            try:  # it finished (or was acked early): not running any more
+                kr = kit_redis(self.task.app)
+                kr.client.delete(kr.keys.worker_running(str(self.id)))
+            except Exception as err:
+                logger.warning("celery_kit: could not unmark %s (%s)", self.id, err)
 
     def on_failure(
         self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False
@@ -92,11 +147,8 @@ class KitRequest(Request):
             return exc_info
         kr = kit_redis(task.app)
         try:
-            count = int(
-                kr.run(
-                    _COUNT, [kr.keys.worker_lost(self.id)], [settings.dlq.worker_lost_ttl_s * 1000]
-                )
-            )
+            keys = [kr.keys.worker_running(str(self.id)), kr.keys.worker_lost(str(self.id))]
+            count = int(kr.run(_COUNT, keys, [settings.dlq.worker_lost_ttl_s * 1000]))
         except Exception as err:
             logger.warning("celery_kit: could not count worker loss of %s (%s)", self.id, err)
             return exc_info

@@ -218,8 +218,43 @@ def test_rejected_and_unknown_messages_never_use_the_senders_task_name(app: Any)
     hooks.on_rejected(sender=consumer, message=message)
     hooks.on_unknown(sender=consumer, message=message)
     labels = {"name": UNREGISTERED, "hostname": "w1@host", "queue_name": "default"}
-    assert sample(app, "celery_task_rejected_total", **labels) == 1
+    # Consumer.on_unknown_message sends exc=None: a message Celery cannot read at all
+    assert sample(app, "celery_task_rejected_total", reason="unknown_format", **labels) == 1
     assert sample(app, "celery_task_failed_total", exception="NotRegistered", **labels) == 1
+
+
+def test_rejections_carry_a_bounded_reason_label(app: Any) -> None:
+    from kombu.exceptions import ContentDisallowed
+
+    from celery_kit.exceptions import MalformedMessageError, PoisonMessageError
+    from celery_kit.observability.metrics import REJECT_REASONS
+
+    hooks, state = _Hooks(app), metrics_state(app)
+    assert state is not None
+    state.hostname = "w1@host"
+    consumer = SimpleNamespace(app=app)
+    message = SimpleNamespace(headers=None, delivery_info={"routing_key": "q"})
+    for exc in (
+        ContentDisallowed("pickle"),
+        ValueError("bad"),
+        MalformedMessageError("headers: no id"),
+        MalformedMessageError("body: not a list"),
+        PoisonMessageError("killed its worker"),
+    ):
+        hooks.on_rejected(sender=consumer, message=message, exc=exc)
+    # a name the sender chose never becomes a label value
+    hooks.on_rejected(
+        sender=consumer,
+        message=SimpleNamespace(headers={"task": ["x"]}, delivery_info={"routing_key": "q"}),
+        exc=MalformedMessageError("headers: task is a list"),
+    )
+    labels = {"name": UNREGISTERED, "hostname": "w1@host", "queue_name": "q"}
+    rejected = "celery_task_rejected_total"
+    assert sample(app, rejected, reason="content_disallowed", **labels) == 1
+    assert sample(app, rejected, reason="invalid", **labels) == 1
+    assert sample(app, rejected, reason="malformed", **labels) == 3
+    assert sample(app, rejected, reason="worker_lost", **labels) == 1
+    assert {"malformed", "worker_lost", "content_disallowed", "invalid"} <= REJECT_REASONS
 
 
 def test_revoked_is_counted_in_the_main_process(app: Any) -> None:
