@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["dlq"]
 
-#: Same value as ``celery_kit.dlq.MALFORMED`` (not imported: this module loads with every
+#: Same value as ``celery_kit.coordination.dead_letter.MALFORMED`` (not imported: this module loads with every
 #: ``celery`` command and must stay cheap).
 MALFORMED = "malformed"
 
