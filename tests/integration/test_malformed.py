@@ -436,3 +436,62 @@ def test_unknown_tasks_are_dead_lettered_and_replayed_once_deployed(
     assert [e.id for e in store.list()] == [bad.id]
     fresh.close()
     app.close()
+
+
+# -- faults around the guard -------------------------------------------------------------------
+
+
+def test_redelivered_messages_that_never_started_are_not_counted_as_deaths(
+    kit_redis_url: str,
+) -> None:
+    """A broker restart redelivers every prefetched message; only one whose delivery was
+    marked running (its worker died while running it) counts as a death."""
+    from celery_kit.tasks.poison import deaths_on_redelivery
+
+    env = envelope_env(kit_redis_url, kit_redis_url, "default", Path("."), 0)
+    app = make_app(APP, settings=Settings(_environ=env))
+    from celery_kit.coordination.client import kit_redis
+
+    kr = kit_redis(app)
+    # prefetched only, redelivered three times: never counted
+    assert [deaths_on_redelivery(app, "t1") for _ in range(3)] == [0, 0, 0]
+    # died while running (mark set), twice
+    for expected in (1, 2):
+        kr.client.set(kr.keys.worker_running("t2"), 1)
+        assert deaths_on_redelivery(app, "t2") == expected
+        assert not kr.client.exists(kr.keys.worker_running("t2"))  # the mark is consumed
+    assert deaths_on_redelivery(app, "t2") == 2  # a later plain redelivery adds nothing
+    assert 0 < kr.client.pttl(kr.keys.worker_lost("t2")) <= 86_400_000  # namespaced, expires
+    assert kr.keys.worker_lost("t2").startswith("celery_kit:")
+    app.close()
+
+
+def test_a_malformed_message_is_acked_and_logged_when_the_dlq_redis_is_down(
+    kit_redis_url: str, kit_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    env = envelope_env(kit_redis_url, kit_redis_url, "default", tmp_path, free_port())
+    del env["CELERY_KIT_METRICS__ENABLED"], env["PROMETHEUS_MULTIPROC_DIR"]
+    # the kit's own Redis (dead-letter store) is unreachable; the broker is fine
+    env |= {"CELERY_KIT_REDIS__URL": "redis://127.0.0.1:1/0", "CELERY_KIT_REDIS__RETRIES": "0"}
+    worker = kit_worker(APP, env=env, pythonpath=[APPS], concurrency=1, queues=["default"])
+    app = make_app(APP, settings=Settings(_environ=env))
+    state = redis.Redis.from_url(kit_redis_url)
+    store: Any = None  # unreachable: nothing to read back
+    s = Served("redis", kit_redis_url, "default", env, worker, 0, app, state, store, worker.pid)
+    # When a malformed message arrives between good tasks
+    send_good(s, "down", range(3))
+    publish(s, GOOD_BODY, good_headers("dlq-down", retries="x"))
+    send_good(s, "down", range(3, 6))
+    # Then the good tasks run, the message is not left queued, and its entry is in the log
+    wait_for(lambda: state.scard("done:down") == 6, timeout_s=30, what="6 good tasks")
+    wait_for(lambda: state.hlen("unacked") == 0, timeout_s=10, what="no unacked message")
+    assert sum(int(state.llen(k)) for k in state.keys("default*")) == 0
+    log = worker.log_text()
+    assert "header 'retries' must be an integer >= 0, got 'x'" in log
+    # the store's failure is logged at ERROR with the whole entry: nothing silently dropped
+    assert "could not dead-letter task kit_envelope.ok[malformed-" in log
+    assert '"reason": "malformed"' in log
+    assert "dlq-down" in log
+    assert worker.is_alive()
+    assert worker.pid == s.pid
+    app.close()
