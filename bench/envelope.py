@@ -185,7 +185,8 @@ def worker_runs(server: RedisServer, factory: WorkerFactory) -> dict[str, dict[s
 
 
 def _report(micro: dict[str, float], workers: dict[str, dict[str, Any]], took_s: float) -> str:
-    base = workers["kit, guard removed"]["cpu_us_per_task"]
+    # conservative: the cheapest no-op task seen (the smallest denominator)
+    base = min(workers["kit, guard removed"]["cpu_samples_us"])
     amqp_share = micro["guard"] / base
     redis_share = (micro["guard"] + micro["raw"]) / base
     verdict = "met" if redis_share <= GOAL else "NOT met"
@@ -202,7 +203,8 @@ def _report(micro: dict[str, float], workers: dict[str, dict[str, Any]], took_s:
         f"- validation <= {GOAL:.0%} of a no-op task: the guard adds"
         f" **{micro['guard']:.1f} µs** per message (RabbitMQ) and"
         f" **{micro['guard'] + micro['raw']:.1f} µs** (Redis, with the raw envelope"
-        f" check), against **{base:.0f} µs** CPU per no-op task (kit, guard removed):"
+        f" check), against **{base:.0f} µs** CPU per no-op task (kit, guard removed, its"
+        " lowest sample):"
         f" **{amqp_share:.2%}** / **{redis_share:.2%}** -> {verdict}.",
         "",
         f"## In-process, per message (best and median of {ROUNDS} interleaved rounds x"
@@ -233,9 +235,12 @@ def _report(micro: dict[str, float], workers: dict[str, dict[str, Any]], took_s:
         )
     lines += [
         "",
-        "Noise: the machine is shared (2 cores); worker-level differences of a few percent"
-        " between the two kit rows are within run-to-run spread (see the samples). The goal"
-        " line uses the in-process numbers, which are stable to ~0.1 µs.",
+        "Noise: the machine is shared (2 cores, other jobs running); worker-level"
+        " differences between the two kit rows are within run-to-run spread (see the"
+        " samples), so they cannot show a ~1 % effect either way. The goal line uses the"
+        " in-process best-of numbers (the median shows the load) over the lowest worker"
+        " sample. The gap between plain Celery and the kit is the kit's other features,"
+        " measured in bench/results/reliability.md and metrics.md, not this guard.",
         "",
     ]
     return "\n".join(lines)

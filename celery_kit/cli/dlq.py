@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["dlq"]
 
-#: Same value as ``celery_kit.coordination.dead_letter.MALFORMED`` (not imported: this module loads with every
-#: ``celery`` command and must stay cheap).
+#: Same value as ``celery_kit.coordination.dead_letter.MALFORMED`` (not imported: this
+#: module loads with every ``celery`` command and must stay cheap).
 MALFORMED = "malformed"
 
 

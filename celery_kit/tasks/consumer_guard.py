@@ -83,7 +83,6 @@ class _Guard:
         self.max_bytes = settings.tasks.max_message_bytes
         self.policy = Policy.of(app.conf.accept_content, max_bytes=self.max_bytes)
         self.cap = settings.dlq.max_worker_lost_deliveries
-        self.ttl_ms = settings.dlq.worker_lost_ttl_s * 1000
         self.dlq_enabled = settings.dlq.enabled
         self._store: DeadLetterStore | None = None
 
@@ -221,8 +220,8 @@ class _Guard:
                 )
             return False
         exc = PoisonMessageError(
-            f"{task.task}[{task.id}] killed its worker {deaths} times while running;"
-            " dead-lettered instead of run again"
+            f"{task.task}[{task.id}] killed its worker (or pool process) {deaths} times while"
+            " running; dead-lettered instead of run again"
             f" (dlq.max_worker_lost_deliveries = {self.cap}). Fix the cause, then:"
             f" celery -A <app> kit dlq replay {task.id}"
         )

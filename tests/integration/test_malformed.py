@@ -346,7 +346,7 @@ def test_a_task_that_kills_its_whole_worker_is_dead_lettered_after_the_cap(
     # Then it is stored FAILURE and dead-lettered as worker_lost after the cap: the first
     # delivery is not marked (no round trip on first deliveries), so cap + 1 runs
     assert result.state == "FAILURE"
-    assert "killed its worker 2 times" in str(result.result)
+    assert "killed its worker (or pool process) 2 times" in str(result.result)
     assert int(state.get("runs:k") or 0) == cap + 1 == deaths
     entry = DeadLetterStore(app).get(result.id)
     assert entry is not None
