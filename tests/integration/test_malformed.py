@@ -495,3 +495,34 @@ def test_a_malformed_message_is_acked_and_logged_when_the_dlq_redis_is_down(
     assert worker.is_alive()
     assert worker.pid == s.pid
     app.close()
+
+
+def test_the_guard_survives_a_redis_restart(kit_worker: WorkerFactory, tmp_path: Path) -> None:
+    """The consumer reconnects with a new channel after a broker restart: the guard is
+    installed on that one too (a foreign item after the restart is still taken off)."""
+    (tmp_path / "redis").mkdir()
+    with RedisServer(workdir=tmp_path / "redis") as server:
+        url = server.url(1)
+        env = envelope_env(url, url, "default", tmp_path, free_port())
+        del env["CELERY_KIT_METRICS__ENABLED"], env["PROMETHEUS_MULTIPROC_DIR"]
+        worker = kit_worker(APP, env=env, pythonpath=[APPS], concurrency=1, queues=["default"])
+        server.client(1).lpush("default", b"before the restart")
+        wait_for(lambda: "took a foreign item" in worker.log_text(), timeout_s=20, what="the first")
+        # When Redis restarts (it keeps no data) and the worker reconnects
+        server.restart(down_for_s=1.0)
+        client = server.client(1)
+        client.lpush("default", b"after the restart")
+        app = make_app(APP, settings=Settings(_environ=env))
+        app.send_task("kit_envelope.ok", args=["restart", 1])
+        # Then the second foreign item is taken off too and good work still runs
+        wait_for(lambda: client.scard("done:restart") == 1, timeout_s=60, what="a good task")
+        wait_for(
+            lambda: worker.log_text().count("took a foreign item") == 2,
+            timeout_s=20,
+            what="the second foreign item refused",
+        )
+        assert client.zcard("celery_kit:dlq:index") == 1  # written after the restart
+        assert worker.is_alive()
+        assert client.llen("default") == 0
+        app.close()
+        client.close()
