@@ -18,7 +18,9 @@ worker's main process, before Celery sees it:
 3. a task the worker does not know is dead-lettered (``not_registered``, replayable once
    deployed) and then handed to Celery, which stores FAILURE as before.
 
-On Redis the step also installs :mod:`celery_kit.tasks.redis_guard` on the task channel.
+The step also makes the task channel refuse to inflate compressed bodies beyond the bound
+(:mod:`celery_kit.tasks.compression`) and, on Redis, installs
+:mod:`celery_kit.tasks.redis_guard` on it.
 
 What happens when things die / are away: the dead letter is written before the ack, so a
 crash in between shows the message again (at least once in the DLQ, never lost); Redis
@@ -40,6 +42,7 @@ from celery_kit.coordination.dead_letter import MALFORMED, DeadLetter, dead_lett
 from celery_kit.coordination.dlq import DeadLetterStore
 from celery_kit.exceptions import MalformedMessageError, PoisonMessageError
 from celery_kit.state import settings_of
+from celery_kit.tasks.compression import guard_message_class
 from celery_kit.tasks.envelope import Accepted, Policy, Problem, check_message, preview, preview_raw
 from celery_kit.tasks.poison import deaths_on_redelivery
 from celery_kit.topology.priority import delivered_priority
@@ -67,7 +70,11 @@ class EnvelopeGuard(bootsteps.StartStopStep):
 
     def start(self, c: Any) -> None:
         channel = getattr(c.task_consumer, "channel", None)
-        if getattr(c.connection.transport, "driver_type", None) == "redis" and channel:
+        if channel is None:
+            return
+        # a new channel after each reconnect: guard it again
+        guard_message_class(channel, max_bytes=self.guard.max_bytes)
+        if getattr(c.connection.transport, "driver_type", None) == "redis":
             from celery_kit.tasks.redis_guard import guard_channel
 
             guard_channel(channel, self.guard.on_raw_problem, max_bytes=self.guard.max_bytes)
@@ -133,7 +140,12 @@ class _Guard:
             return self.refuse(message, Problem("celery", f"Celery could not take it: {exc!r}"))
 
     def on_decode_error(self, message: Any, exc: BaseException) -> None:
-        """kombu could not decode the body (bad compression, body encoding, …)."""
+        """kombu could not decode the body (bad compression, body encoding, …), or
+        :mod:`celery_kit.tasks.compression` refused to inflate it."""
+        if isinstance(exc, MalformedMessageError):
+            code, _, detail = str(exc).partition(": ")
+            self.refuse(message, Problem(code, detail))
+            return
         headers = getattr(message, "headers", None)
         compression = headers.get("compression") if isinstance(headers, dict) else None
         code = "compression" if compression else "decode"

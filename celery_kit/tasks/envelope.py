@@ -50,7 +50,9 @@ class Problem:
     """What is wrong with a message.
 
     ``code`` is one of ``too_large``, ``content_type``, ``headers``, ``body``, ``decode``,
-    ``envelope`` (Redis: not a kombu message); ``detail`` says what, for people.
+    ``envelope`` (Redis: not a kombu message), and from the consumer guard ``compression``
+    (kombu could not inflate it) or ``celery`` (Celery's handler failed on it); ``detail``
+    says what, for people.
     """
 
     code: str

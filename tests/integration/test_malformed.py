@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,7 @@ class Case:
     code: str  # what the dead letter must say was wrong (prefix of its exception text)
     push: Callable[[Served, str], None]
     redis_only: bool = False
+    says: str = ""  # and this, when the code alone does not tell how it was caught
 
 
 def _with(**changes: Any) -> Callable[[Served, str], None]:
@@ -184,6 +186,19 @@ def _pickle(s: Served, m: str) -> None:
 
 def _over(size: int) -> Callable[[Served, str], None]:
     return lambda s, m: publish(s, json.dumps([[m, "x" * size], {}, {}]).encode(), good_headers(m))
+
+
+def _zip_bomb(s: Served, m: str) -> None:
+    """50 KB of zlib that inflates to 50 MB (kombu would decompress it in the main process)."""
+    body = zlib.compress(json.dumps([[m, " " * (50 * 1024 * 1024)], {}, {}]).encode(), 9)
+    publish(s, body, good_headers(m, compression="application/x-gzip"))
+
+
+def _small_compressed(s: Served, m: str) -> None:
+    """Under the bound once inflated, but its headers are wrong: kombu inflates, the guard
+    checks what came out."""
+    body = zlib.compress(GOOD_BODY)
+    publish(s, body, good_headers(m, retries="1", compression="application/x-gzip"))
 
 
 def _bogus_compression(s: Served, m: str) -> None:
@@ -226,6 +241,8 @@ CASES = [
     Case("body_just_over_the_bound", "too_large", _over(MAX_BYTES)),
     Case("body_of_50_mb", "too_large", _over(50 * 1024 * 1024)),
     Case("unknown_compression", "compression", _bogus_compression),
+    Case("zlib_bomb_of_50_mb", "too_large", _zip_bomb, says="inflates beyond"),
+    Case("compressed_with_bad_headers", "headers", _small_compressed),
     Case("not_json_at_all", "envelope", _item(lambda s, m: f"hello {m}".encode()), True),
     Case("json_list_not_envelope", "envelope", _item(lambda s, m: [m, 1]), True),
     Case("envelope_without_properties", "envelope", _item(lambda s, m: {"body": m}), True),
@@ -278,6 +295,7 @@ def test_a_malformed_message_is_dead_lettered_and_the_worker_keeps_serving(
     (entry,) = entries
     assert entry.reason == "malformed"
     assert entry.exception.startswith(f"{case.code}:"), entry.exception
+    assert case.says in entry.exception
     assert entry.payload, "the start of the message is kept for inspection"
     assert len(entry.payload) <= 4096
     if case.code != "too_large" or s.kind == "amqp":

@@ -416,3 +416,14 @@ def test_a_redelivery_without_redis_runs_uncounted(
         _handler(guard, seen.append)(message(redelivered=True))
     assert len(seen) == 1  # the kit's Redis is unreachable: Celery's behaviour applies
     assert "could not count the deaths of abc" in caplog.text
+
+
+def test_a_refused_inflation_arrives_as_a_decode_error_and_keeps_its_code(
+    guard: _Guard, caplog: pytest.LogCaptureFixture
+) -> None:
+    msg = message(hdrs=headers(compression="application/x-gzip"))
+    exc = MalformedMessageError("too_large: a 50-byte zlib body inflates beyond the bound")
+    with caplog.at_level(logging.ERROR, logger="celery_kit.tasks.consumer_guard"):
+        guard.on_decode_error(msg, exc)
+    assert msg.channel.acked == ["tag-1"]
+    assert "(too_large: a 50-byte zlib body inflates beyond the bound)" in caplog.text
