@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -137,8 +136,11 @@ def test_prometheus_scrapes_worker_and_exporter_and_the_rules_fire(
     app = make_app("kit_render", settings=settings)
     try:
         with prometheus(prom_config, tmp_path / "data", prom_port, tmp_path / "prom.log"):
-            wait_until(lambda: _targets_up(prom_port) == 2, timeout_s=30,
-                       what="Prometheus never saw both targets up")  # fmt: skip
+            wait_until(
+                lambda: _targets_up(prom_port) == 2,
+                timeout_s=30,
+                what="both targets up in Prometheus",
+            )
             # some work, a failure and a dead letter for the panels
             results = [app.send_task("render.add", (i, i), queue="work") for i in range(5)]
             app.send_task("render.fail", queue="work")
@@ -147,34 +149,46 @@ def test_prometheus_scrapes_worker_and_exporter_and_the_rules_fire(
             DeadLetterStore(app).add(_dead_letter())
 
             # Then every dashboard query answers without error, and the main ones have data
-            wait_until(lambda: _value(prom_port, "max(celery_dlq_entries)") == 1.0,
-                       timeout_s=30, every_s=0.5, what="celery_dlq_entries never reached 1")  # fmt: skip
+            wait_until(
+                lambda: _value(prom_port, "max(celery_dlq_entries)") == 1.0,
+                timeout_s=30,
+                every_s=0.5,
+                what="celery_dlq_entries = 1",
+            )
             for query in dashboard_queries(ctx):
                 api(prom_port, "query", query=query.replace("$__rate_interval", "10s"))
             assert _value(prom_port, 'sum(celery_task_succeeded_total{name="render.add"})') == 5
-            assert (
-                _value(
-                    prom_port, f'sum(celery_worker_up{{hostname=~"{ctx.node_pattern("work")}"}})'
-                )
-                == 1
-            )  # noqa: E501
+            up = f'sum(celery_worker_up{{hostname=~"{ctx.node_pattern("work")}"}})'
+            assert _value(prom_port, up) == 1
 
             # When a queue nobody consumes fills up, across every priority sub-list
             for i in range(20):
                 app.send_task("render.add", (i, i), queue="idle", priority=i % 10)
             # Then the scaler's query sees all 20 (not the top-priority list alone)
-            wait_until(lambda: _value(prom_port, backlog_query(ctx, "later")) == 20.0,
-                       timeout_s=30, every_s=0.5, what="the KEDA query never counted 20 messages")  # fmt: skip
+            wait_until(
+                lambda: _value(prom_port, backlog_query(ctx, "later")) == 20.0,
+                timeout_s=30,
+                every_s=0.5,
+                what="the KEDA query to count 20 messages",
+            )
             # and the backlog alert fires for it
-            wait_until(lambda: "idle" in firing(prom_port, "CeleryQueueBacklog"),
-                       timeout_s=30, every_s=0.5, what="CeleryQueueBacklog never fired for idle")  # fmt: skip
+            wait_until(
+                lambda: "idle" in firing(prom_port, "CeleryQueueBacklog"),
+                timeout_s=30,
+                every_s=0.5,
+                what="CeleryQueueBacklog firing for idle",
+            )
             assert "work" not in firing(prom_port, "CeleryNoWorkerForQueue")
 
             # When the worker of `work` is stopped
             worker.terminate(timeout_s=20)
             # Then the no-worker alert fires for its queue
-            wait_until(lambda: "work" in firing(prom_port, "CeleryNoWorkerForQueue"),
-                       timeout_s=30, every_s=0.5, what="CeleryNoWorkerForQueue never fired for work")  # fmt: skip
+            wait_until(
+                lambda: "work" in firing(prom_port, "CeleryNoWorkerForQueue"),
+                timeout_s=30,
+                every_s=0.5,
+                what="CeleryNoWorkerForQueue firing for work",
+            )
     finally:
         app.close()
 
