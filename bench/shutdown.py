@@ -41,6 +41,7 @@ from celery_kit.render import render
 from celery_kit.testing import DEFAULT_AMQP_URL, RedisServer, WorkerProcess, wait_until
 
 RESULTS = Path(__file__).parent / "results"
+BIN = str(Path(sys.executable).parent)
 RUNS = int(os.environ.get("BENCH_SHUTDOWN_RUNS", "3"))
 LONG_S = 30.0
 SOFT_S = 2
@@ -68,8 +69,14 @@ def _start(pod: dict[str, Any], env: dict[str, str], rendered: bool, log: Path) 
     argv = container["command"]
     node = argv[argv.index("-n") + 1].split("@")[0]
     with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, env={**env, **extra}, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            argv,
+            env={**env, **extra},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     worker = WorkerProcess(proc, hostname=f"{node}@{socket.gethostname()}", log_path=log)
     worker.wait_for_log(f"{worker.hostname} ready.", timeout_s=60)
     return worker
@@ -85,7 +92,7 @@ def one_run(broker: str, state: str, kind: str, rendered: bool, workdir: Path) -
     base = {k: v for k, v in os.environ.items() if not k.startswith("CELERY")}
     env = {**base, "CELERY_KIT_CONFIG": str(config), "BENCH_STATE_URL": state,
            "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PYTHONUNBUFFERED": "1",
-           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}  # fmt: skip
+           "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}  # fmt: skip
     settings = Settings(_environ=env)
     docs = yaml.safe_load_all(render("k8s", settings, app="bench._shutdown_app")["k8s/celery.yaml"])
     pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs
@@ -100,7 +107,9 @@ def one_run(broker: str, state: str, kind: str, rendered: bool, workdir: Path) -
         if kind == "long":
             app.send_task("shutdown.work", (queue, LONG_S, 0.5), queue=queue)
             wait_until(lambda: _starts(r, queue), timeout_s=30, what="the task to start")
-            workers.append(_start(pods["celery-worker-b"], env, rendered, workdir / f"{queue}-b.log"))
+            workers.append(
+                _start(pods["celery-worker-b"], env, rendered, workdir / f"{queue}-b.log")
+            )
         else:
             for i in range(40):
                 app.send_task("shutdown.work", (f"{queue}:{i}", 0.3, 0.3), queue=queue)

@@ -118,7 +118,6 @@ class DeploySettings(_Model):
     systemd_user: str = "celery"
     working_directory: str = "/srv/proj"
     celery_bin: str = "/srv/proj/.venv/bin/celery"
-    python_bin: str = "/srv/proj/.venv/bin/python"
     #: Rendered Prometheus rules.
     alerts: AlertSettings = Field(default_factory=AlertSettings)
 

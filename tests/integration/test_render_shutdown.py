@@ -68,8 +68,14 @@ def start_pod(
     node = argv[argv.index("-n") + 1].split("@")[0]
     log = tmp_path / f"{node}.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, env={**env, **rendered}, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            argv,
+            env={**env, **rendered},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     worker = WorkerProcess(proc, hostname=f"{node}@{socket.gethostname()}", log_path=log)
     kit_worker.workers.append(worker)
     worker.wait_for_log(f"{worker.hostname} ready.", timeout_s=60)
@@ -136,5 +142,65 @@ def test_sigterm_lets_a_short_task_finish_within_the_soft_shutdown(
         # Then the task finished on a, once, and its result is stored
         assert result.get(timeout=10) == a.hostname
         assert [host for host, _ in records(r, "starts:short")] == [a.hostname]
+    finally:
+        app.close()
+
+
+def test_sigterm_while_draining_a_backlog_loses_no_message(
+    broker: tuple[str, str], kit_redis_url: str, kit_unique_name: str, kit_worker: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    s = setup(broker, kit_redis_url, tmp_path, kit_unique_name)
+    r = redis.Redis.from_url(kit_redis_url)
+    app = make_app("kit_render", settings=s["settings"])
+    try:
+        a = start_pod(s["pods"][f"celery-worker-{kit_unique_name}a"], s["env"], tmp_path,
+                      kit_worker)  # fmt: skip
+        # Given a backlog being drained by a
+        results = [
+            app.send_task("render.long", (f"q{i}", 0.2, 0.2), queue=s["queue"]) for i in range(20)
+        ]
+        wait_until(lambda: r.exists("done:q2"), timeout_s=30, what="draining to start")
+        # When a gets SIGTERM mid-drain and b takes over
+        os.kill(a.pid, signal.SIGTERM)
+        wait_until(lambda: not a.is_alive(), timeout_s=60, what="worker a to exit")
+        start_pod(s["pods"][f"celery-worker-{kit_unique_name}b"], s["env"], tmp_path,
+                  kit_worker)  # fmt: skip
+        # Then every task completes (the ones a held, running or prefetched, included)
+        for result in results:
+            result.get(timeout=60)
+        assert all(r.exists(f"done:q{i}") for i in range(20))
+    finally:
+        app.close()
+
+
+def test_sigkill_during_the_soft_shutdown_leaves_the_task_unacknowledged(
+    broker: tuple[str, str], kit_redis_url: str, kit_unique_name: str, kit_worker: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The fault the grace period exists for: the kubelet SIGKILLs the container early."""
+    s = setup(broker, kit_redis_url, tmp_path, kit_unique_name)
+    r = redis.Redis.from_url(kit_redis_url)
+    app = make_app("kit_render", settings=s["settings"])
+    try:
+        a = start_pod(s["pods"][f"celery-worker-{kit_unique_name}a"], s["env"], tmp_path,
+                      kit_worker)  # fmt: skip
+        app.send_task("render.long", ("killed", 300, 0.5), queue=s["queue"])
+        wait_until(lambda: records(r, "starts:killed"), timeout_s=30, what="the task to start")
+        # When SIGTERM is followed by SIGKILL of the whole container during the soft wait
+        os.kill(a.pid, signal.SIGTERM)
+        a.wait_for_log("Soft Shutdown", timeout_s=10)
+        a.kill()
+        if s["settings"].is_redis_broker:
+            # Then on Redis the message is not lost but held as unacknowledged: it comes
+            # back only after the visibility timeout (the kit derives ~1 h here)
+            assert r.hlen("unacked") == 1
+            assert records(r, "starts:killed")[0][0] == a.hostname
+            return
+        # On RabbitMQ the closed connection returns it at once: b runs it
+        b = start_pod(s["pods"][f"celery-worker-{kit_unique_name}b"], s["env"], tmp_path,
+                      kit_worker)  # fmt: skip
+        wait_until(lambda: r.exists("done:killed"), timeout_s=30, what="b to run the task")
+        assert records(r, "done:killed")[0][0] == b.hostname
     finally:
         app.close()
