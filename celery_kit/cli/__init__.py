@@ -14,6 +14,7 @@ import click
 from celery_kit.cli.dlq import dlq
 from celery_kit.cli.flower import flower_cmd
 from celery_kit.cli.observe import exporter, health
+from celery_kit.cli.render import render_cmd
 from celery_kit.cli.settings_cmds import config_cmd, defaults_cmd, defaults_table, mask
 from celery_kit.cli.workers import worker_cmd, workers_cmd
 
@@ -45,6 +46,7 @@ for _command in (
     dlq,
     health,
     exporter,
+    render_cmd,
 ):
     kit.add_command(_command)
     main.add_command(_command)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from celery_kit.config import Settings
+    from celery_kit.config.settings import Settings
     from celery_kit.render.model import Context
 
 __all__ = ["TARGETS", "render", "write"]

@@ -17,9 +17,9 @@ import yaml
 from celery_kit.exceptions import RenderError
 
 if TYPE_CHECKING:
-    from celery_kit.config import Settings
-    from celery_kit.render.settings import Resources
-    from celery_kit.workers import WorkerProfile
+    from celery_kit.config.deploy import Resources
+    from celery_kit.config.profiles import WorkerProfile
+    from celery_kit.config.settings import Settings
 
 __all__ = [
     "CONTAINER_HEARTBEAT_FILE",
@@ -103,7 +103,7 @@ class Context:
         profile does not consume (tasks may also pick a queue in code, so unrouted tasks
         count everywhere).
         """
-        from celery_kit.routing import KitRouter
+        from celery_kit.config.router import KitRouter
 
         settings = self.settings
         consumed = set(self.profiles[profile].queues)
@@ -150,7 +150,7 @@ class Context:
 
     def worker_argv(self, profile: str, *, celery: str = "celery") -> list[str]:
         """Exactly the command ``celery -A app kit workers`` prints for ``profile``."""
-        from celery_kit.workers import worker_argv
+        from celery_kit.topology.workers import worker_argv
 
         return worker_argv(profile, profile=self.profiles[profile], app=self.app, celery=(celery,))
 
@@ -162,9 +162,9 @@ class Context:
         self, profile: str, *, metrics_dir: str | None = CONTAINER_METRICS_DIR
     ) -> dict[str, str]:
         """Environment of a profile's worker (on top of the secret/env file)."""
-        from celery_kit.health import HEARTBEAT_FILE_ENV
-        from celery_kit.metrics_multiproc import MULTIPROC_ENV
-        from celery_kit.workers import worker_env
+        from celery_kit.observability.heartbeat_file import HEARTBEAT_FILE_ENV
+        from celery_kit.observability.multiproc import MULTIPROC_ENV
+        from celery_kit.topology.workers import worker_env
 
         env = dict(worker_env(self.profiles[profile]))
         if self.settings.deploy.shutdown == "requeue":

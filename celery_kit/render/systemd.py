@@ -88,7 +88,7 @@ def _service(
 
 def units(ctx: Context) -> dict[str, Unit]:
     """Unit file name → unit."""
-    from celery_kit.metrics_multiproc import MULTIPROC_ENV
+    from celery_kit.observability.multiproc import MULTIPROC_ENV
 
     out: dict[str, Unit] = {}
     deploy = ctx.settings.deploy

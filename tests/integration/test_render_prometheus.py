@@ -23,15 +23,15 @@ from typing import Any
 
 import pytest
 import yaml
-from render_support import require_binary
+from celery_kit.dlq import DeadLetterStore, dead_letter_from
 
 from celery_kit import Settings, make_app
-from celery_kit.dlq import DeadLetterStore, dead_letter_from
 from celery_kit.render import render, write
 from celery_kit.render.dashboard import dashboard_queries
 from celery_kit.render.keda import backlog_query
 from celery_kit.render.model import Context
 from celery_kit.testing import WorkerProcess, wait_until
+from tests.integration.support.render import require_binary
 
 APPS = str(Path(__file__).parent / "apps")
 BIN = str(Path(sys.executable).parent)

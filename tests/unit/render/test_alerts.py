@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from render_support import production, require_binary
 
 from celery_kit.render import render, write
+from tests.integration.support.render import production, require_binary
 
 HERE = Path(__file__).parent
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from render_support import production
 
 from celery_kit.render import render
-from celery_kit.workers import worker_argv
+from celery_kit.topology.workers import worker_argv
+from tests.integration.support.render import production
 
 #: Top-level and service keys the Compose specification defines (the subset we use).
 #: No PyPI package ships the specification's JSON schema, so keys are checked by name.

@@ -7,9 +7,9 @@ import shlex
 from typing import Any
 
 import yaml
-from render_support import production
 
 from celery_kit.render import render
+from tests.integration.support.render import production
 
 
 def _one(pattern: str, text: str) -> str:

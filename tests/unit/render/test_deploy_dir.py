@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from render_support import ROOT, production
-
 from celery_kit.render import render, write
+from tests.integration.support.render import ROOT, production
 
 DEPLOY = ROOT / "deploy"
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from render_support import production
 
 from celery_kit.cli import kit
 from celery_kit.exceptions import ConfigError, RenderError
 from celery_kit.render import TARGETS, render
+from tests.integration.support.render import production
 
 
 @pytest.mark.parametrize(

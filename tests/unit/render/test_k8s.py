@@ -7,13 +7,13 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from render_support import production
 
 from celery_kit.render import render
 from celery_kit.render.k8s import k8s_objects
 from celery_kit.render.keda import keda_objects
 from celery_kit.render.model import Context
-from celery_kit.workers import worker_argv
+from celery_kit.topology.workers import worker_argv
+from tests.integration.support.render import production
 
 #: Newest Kubernetes version whose schemas kubernetes-validate ships.
 K8S_VERSION = kubernetes_validate.latest_version()

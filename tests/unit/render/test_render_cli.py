@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
-from render_support import PRODUCTION, ROOT, production
 
 from celery_kit.cli import main
 from celery_kit.render import render
+from tests.integration.support.render import PRODUCTION, ROOT, production
 
 APPS = ROOT / "tests" / "integration" / "apps"
 

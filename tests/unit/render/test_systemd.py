@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from render_support import production, require_binary
-
 from celery_kit.render import render, write
 from celery_kit.render.model import Context
 from celery_kit.render.systemd import units
+from tests.integration.support.render import production, require_binary
 
 
 def test_systemd_analyze_verifies_every_unit(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import billiard.common
 import pytest
 
-from celery_kit.render import shutdown
-from celery_kit.render.shutdown import DeferredColdShutdown
+from celery_kit.topology import shutdown
+from celery_kit.topology.shutdown import DeferredColdShutdown
 
 
 class _Timer:

@@ -11,7 +11,7 @@ import pytest
 
 from celery_kit import Settings
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 PRODUCTION = ROOT / "configs" / "production.toml"
 
 #: How each tool is installed (the Makefile's test-deps target does it as root).

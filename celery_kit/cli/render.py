@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from celery_kit.config import Settings
+    from celery_kit.config.settings import Settings
 
 __all__ = ["render_cmd"]
 
@@ -16,19 +16,19 @@ _CHOICES = ["k8s", "keda", "compose", "systemd", "procfile", "alerts", "dashboar
 
 def _settings(ctx: click.Context, config: str | None) -> tuple[Settings, str | None]:
     """Settings (of the app, or of ``--config`` alone) and the ``-A`` value if known."""
-    from celery_kit.cli import _app, _app_ref
+    from celery_kit.cli.context import app_of, app_ref
 
     if config is not None:
-        from celery_kit.config import Settings
+        from celery_kit.config.settings import Settings
 
         ref = ctx.find_root().params.get("app") or (
             ctx.obj.get("app_name") if isinstance(ctx.obj, dict) else None
         )
         return Settings(_config=config), ref if isinstance(ref, str) else None
-    from celery_kit.app import settings_of
+    from celery_kit.state import settings_of
 
-    settings = settings_of(_app(ctx))
-    return settings, settings.deploy.app or _app_ref(ctx)
+    settings = settings_of(app_of(ctx))
+    return settings, settings.deploy.app or app_ref(ctx)
 
 
 @click.command(name="render")
