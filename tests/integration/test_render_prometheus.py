@@ -23,9 +23,10 @@ from typing import Any
 
 import pytest
 import yaml
-from celery_kit.dlq import DeadLetterStore, dead_letter_from
 
 from celery_kit import Settings, make_app
+from celery_kit.coordination.dead_letter import dead_letter_from
+from celery_kit.coordination.dlq import DeadLetterStore
 from celery_kit.render import render, write
 from celery_kit.render.dashboard import dashboard_queries
 from celery_kit.render.keda import backlog_query
@@ -155,9 +156,15 @@ def test_prometheus_scrapes_worker_and_exporter_and_the_rules_fire(
                 every_s=0.5,
                 what="celery_dlq_entries = 1",
             )
+            succeeded = 'sum(celery_task_succeeded_total{name="render.add"})'
+            wait_until(
+                lambda: _value(prom_port, succeeded) == 5.0,
+                timeout_s=30,
+                every_s=0.5,
+                what="5 successes scraped from the worker",
+            )
             for query in dashboard_queries(ctx):
                 api(prom_port, "query", query=query.replace("$__rate_interval", "10s"))
-            assert _value(prom_port, 'sum(celery_task_succeeded_total{name="render.add"})') == 5
             up = f'sum(celery_worker_up{{hostname=~"{ctx.node_pattern("work")}"}})'
             assert _value(prom_port, up) == 1
 
