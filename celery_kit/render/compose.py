@@ -1,5 +1,5 @@
-"""Docker Compose: Redis (AOF, noeviction), a service per worker profile, the exporter,
-Flower (credentials from the env file) and a placeholder for the web app.
+"""Docker Compose: the broker (Redis with AOF and noeviction, or RabbitMQ), a service per
+worker profile, the exporter, Flower (credentials from the env file) and a web placeholder.
 """
 
 from __future__ import annotations
@@ -41,13 +41,36 @@ def _service(ctx: Context, command: list[str], **extra: Any) -> dict[str, Any]:
         "env_file": [ctx.settings.deploy.env_file],
         "restart": "unless-stopped",
     }
-    if ctx.settings.is_redis_broker:
-        service["depends_on"] = {"redis": {"condition": "service_healthy"}}
+    broker = _broker_name(ctx)
+    if broker is not None:
+        service["depends_on"] = {broker: {"condition": "service_healthy"}}
     service.update(extra)
     return service
 
 
+def _broker_name(ctx: Context) -> str | None:
+    if ctx.settings.is_redis_broker:
+        return "redis"
+    return "rabbitmq" if ctx.settings.is_amqp_broker else None
+
+
 def _broker(ctx: Context) -> dict[str, Any]:
+    if ctx.settings.is_amqp_broker:
+        # the server's consumer_timeout (30 min by default) must match
+        # broker.consumer_timeout_s: set it in rabbitmq.conf if you changed either
+        return {
+            "rabbitmq": {
+                "image": "rabbitmq:4",
+                "volumes": ["rabbitmq-data:/var/lib/rabbitmq"],
+                "healthcheck": {
+                    "test": ["CMD", "rabbitmq-diagnostics", "-q", "ping"],
+                    "interval": "10s",
+                    "timeout": "10s",
+                    "retries": 5,
+                },
+                "restart": "unless-stopped",
+            }
+        }
     if ctx.settings.is_redis_broker:
         return {
             "redis": {
@@ -102,8 +125,8 @@ def compose_file(ctx: Context) -> dict[str, Any]:
         restart="no",
     )
     document: dict[str, Any] = {"name": ctx.settings.deploy.name, "services": services}
-    if ctx.settings.is_redis_broker:
-        document["volumes"] = {"redis-data": {}}
+    if (broker := _broker_name(ctx)) is not None:
+        document["volumes"] = {f"{broker}-data": {}}
     return document
 
 
