@@ -16,6 +16,7 @@ from celery_kit.state import attach_state
 from celery_kit.tasks.base import install_tasks
 from celery_kit.tasks.checks import check_redis_options, check_tasks
 from celery_kit.topology.routing import check_task_routing, install_topology
+from celery_kit.topology.shutdown import install_deferred_shutdown
 
 if TYPE_CHECKING:
     from celery import Task
@@ -47,6 +48,7 @@ def build_app(
     install_topology(app, settings)
     install_tasks(app, settings)
     install_observability(app, settings)
+    install_deferred_shutdown(app)  # acts only under REMAP_SIGTERM=SIGQUIT (docs/deploy.md)
     return app
 
 

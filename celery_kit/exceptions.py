@@ -12,6 +12,7 @@ __all__ = [
     "PoisonMessageError",
     "PublishError",
     "RedisUnavailableError",
+    "RenderError",
     "TaskDeferred",
     "TaskOptionError",
 ]
@@ -27,6 +28,10 @@ class ConfigError(CeleryKitError, ValueError):
     Raised when settings are loaded or an app is built, never later: a worker that
     would misbehave refuses to start instead.
     """
+
+
+class RenderError(ConfigError):
+    """The settings cannot be rendered into a deploy artifact (``kit render``)."""
 
 
 class PublishError(CeleryKitError):

@@ -15,6 +15,7 @@ from celery_kit.cli.dlq import dlq
 from celery_kit.cli.doctor import check, doctor
 from celery_kit.cli.flower import flower_cmd
 from celery_kit.cli.observe import exporter, health
+from celery_kit.cli.render import render_cmd
 from celery_kit.cli.settings_cmds import config_cmd, defaults_cmd, defaults_table, mask
 from celery_kit.cli.workers import worker_cmd, workers_cmd
 
@@ -48,6 +49,7 @@ for _command in (
     exporter,
     doctor,
     check,
+    render_cmd,
 ):
     kit.add_command(_command)
     main.add_command(_command)

@@ -142,6 +142,11 @@ class DeadLetterStore:
                         return out
         return out
 
+    def count(self) -> int:
+        """Entries kept: the index without those past ``retention_s`` (one round trip)."""
+        since_ms = int((time.time() - self.settings.retention_s) * 1000)
+        return int(self._kr.client.zcount(self._kr.keys.dlq_index(), since_ms, "+inf"))
+
     def delete(self, task_id: str) -> bool:
         """Remove one entry; False if it was not there."""
         client, keys = self._kr.client, self._kr.keys

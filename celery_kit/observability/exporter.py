@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celery import bootsteps, signals
@@ -163,6 +164,20 @@ class MetricsStep(bootsteps.StartStopStep):
             logger.exception("celery_kit metrics: removing the metrics directory failed")
 
 
+def _dead_letter_count(app: Celery) -> Callable[[], int] | None:
+    """The DLQ size for ``celery_dlq_entries`` (``None``: DLQ off or no kit Redis)."""
+    from celery_kit.coordination.client import redis_url
+    from celery_kit.coordination.dlq import DeadLetterStore
+    from celery_kit.exceptions import ConfigError
+
+    settings = settings_of(app)
+    try:
+        redis_url(settings)
+    except ConfigError:
+        return None
+    return DeadLetterStore(app).count if settings.dlq.enabled else None
+
+
 def run_exporter(
     app: Celery,
     *,
@@ -183,7 +198,13 @@ def run_exporter(
     settings = settings_of(app).metrics
     m = KitMetrics(settings, registry=registry)
     queues = list(settings.queues or app.amqp.queues)
-    poller = QueueLengthPoller(app, m, queues=queues, interval_s=settings.queue_length_interval_s)
+    poller = QueueLengthPoller(
+        app,
+        m,
+        queues=queues,
+        interval_s=settings.queue_length_interval_s,
+        dead_letters=_dead_letter_count(app),
+    )
     if once:
         poller.sample_once()
         poller.stop()

@@ -129,6 +129,13 @@ class KitMetrics:
             multiprocess_mode="livemostrecent",
             registry=r,
         )
+        self.dlq_entries = Gauge(
+            f"{p}_dlq_entries",
+            "Dead letters kept (set by the exporter, `kit exporter`).",
+            static,
+            multiprocess_mode="livemostrecent",
+            registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:

@@ -29,6 +29,7 @@ class QueueLengthPoller:
         queues: the queue names, or a callable returning them at each sample.
         interval_s: seconds between samples.
         timeout_s: bound on every broker call.
+        dead_letters: returns how many dead letters are kept (``celery_dlq_entries``).
     """
 
     def __init__(
@@ -39,7 +40,9 @@ class QueueLengthPoller:
         queues: Iterable[str] | Callable[[], Iterable[str]],
         interval_s: float,
         timeout_s: float = 5.0,
+        dead_letters: Callable[[], int] | None = None,
     ) -> None:
+        self._dead_letters = dead_letters
         self._metrics = metrics
         self._queues = queues
         self._interval_s = interval_s
@@ -58,6 +61,7 @@ class QueueLengthPoller:
                 logger.warning("celery_kit metrics: queue lengths unavailable: %r", exc)
             self._failing = True
             return {}
+        self._sample_dead_letters()
         if self._failing:
             logger.info("celery_kit metrics: queue lengths available again")
         self._failing = False
@@ -68,6 +72,19 @@ class QueueLengthPoller:
             if depth.oldest_age_s is not None or depth.messages == 0:
                 m.child(m.queue_oldest_age, name).set(depth.oldest_age_s or 0.0)
         return depths
+
+    def _sample_dead_letters(self) -> None:
+        if self._dead_letters is None:
+            return
+        try:
+            count = self._dead_letters()
+        except Exception as exc:  # Redis away: the gauge keeps its last value
+            logger.debug("celery_kit metrics: dead-letter count unavailable: %r", exc)
+            return
+        m = self._metrics
+        # only the static labels (metrics.labels); none: the gauge itself
+        gauge = m.child(m.dlq_entries) if m.dlq_entries._labelnames else m.dlq_entries
+        gauge.set(count)
 
     def start(self) -> None:
         """Sample every ``interval_s`` from a daemon thread."""
