@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from celery_kit.masking import mask_text
+
 __all__ = [
     "CeleryKitError",
     "ConfigError",
@@ -19,7 +23,15 @@ __all__ = [
 
 
 class CeleryKitError(Exception):
-    """Base class of every error celery_kit raises on purpose."""
+    """Base class of every error celery_kit raises on purpose.
+
+    Secrets in the message (URL passwords, ``password = …`` values) are masked when the
+    error is created, so no refusal path can print a credential: not the message, not
+    the ``repr``, not a worker log.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(mask_text(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(CeleryKitError, ValueError):

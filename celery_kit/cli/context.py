@@ -48,11 +48,16 @@ def app_ref(ctx: click.Context) -> str:
 
 
 def forwarded_options(ctx: click.Context) -> list[str]:
-    """The ``celery`` global options the command was started with, to pass on (``--broker=…``)."""
+    """The ``celery`` global options the command was started with, to pass on (``--loader=…``).
+
+    ``--broker`` and ``--result-backend`` are not repeated: URLs carry passwords, and a
+    command line is readable by every local user (``ps``). Celery has already put them in
+    ``CELERY_BROKER_URL``/``CELERY_RESULT_BACKEND``, which the child inherits.
+    """
     root = ctx.find_root().params
     return [
         f"--{option.replace('_', '-')}={root[option]}"
-        for option in ("broker", "result_backend", "loader", "config")
+        for option in ("loader", "config")
         if isinstance(root.get(option), str)
     ]
 

@@ -6,32 +6,14 @@ Only click at import time; each command imports the kit when it runs.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import click
 
 from celery_kit.cli.context import settings_from
+from celery_kit.masking import mask
 
 __all__ = ["config_cmd", "defaults_cmd", "defaults_table", "mask"]
-
-_SECRET_KEY = re.compile(r"pass|secret|token|credential|auth", re.IGNORECASE)
-
-
-def mask(value: Any, *, key: str = "") -> Any:
-    """Hide passwords in URLs and values of secret-looking keys, recursively."""
-    if isinstance(value, dict):
-        return {k: mask(v, key=str(k)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(mask(v, key=key) for v in value)
-    if key and _SECRET_KEY.search(key) and value not in (None, "", False):
-        return "********"
-    if isinstance(value, str) and "://" in value and "@" in value:
-        # deferred: kombu loads only when a command prints a URL
-        from kombu.utils.url import maybe_sanitize_url
-
-        return ";".join(maybe_sanitize_url(part, mask="********") for part in value.split(";"))
-    return value
 
 
 def _render(value: Any) -> str:

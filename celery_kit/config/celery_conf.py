@@ -157,6 +157,18 @@ def redelivery_budget(
     )
 
 
+def _seconds(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{name} = {value!r} is not a number of seconds; remove it to let the kit derive"
+            " it (recommended), or set broker.visibility_timeout_s"
+        ) from None
+
+
 def _derive_redelivery(settings: Settings, conf: dict[str, ConfEntry]) -> None:
     given_transport = conf["broker_transport_options"]
     options = dict(given_transport.value)
@@ -169,7 +181,8 @@ def _derive_redelivery(settings: Settings, conf: dict[str, ConfEntry]) -> None:
     if settings.is_redis_broker:
         budget = redelivery_budget(settings, conf)
         given = settings.broker.visibility_timeout_s or options.get("visibility_timeout")
-        if given is not None and float(given) < budget.required_s:
+        given = _seconds(given, "broker_transport_options.visibility_timeout")
+        if given is not None and given < budget.required_s:
             raise ConfigError(
                 f"broker.visibility_timeout_s = {float(given):g} s is too short: a message"
                 f" can stay unacknowledged for {budget.explain()}, and Redis would hand it"

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from celery_kit.config.defaults import CELERY_ENV
 from celery_kit.config.schema import ENV_PREFIX, Path_, read_env, unknown_keys
 from celery_kit.exceptions import ConfigError
+from celery_kit.masking import mask
 
 __all__ = [
     "ENV_PREFIX",
@@ -206,9 +207,14 @@ def validate_into(
             path = tuple(str(part) for part in err["loc"])
             where = _origin_for(path, origins)
             msg = err["msg"].removeprefix("Value error, ")
-            shown = "" if err["type"] == "missing" else f" = {err.get('input')!r}"
+            shown = "" if err["type"] == "missing" else f" = {_shown(err.get('input'), path)}"
             lines.append(f"`{'.'.join(path)}`{shown} ({where}): {msg}")
         raise ConfigError("invalid settings:\n  - " + "\n  - ".join(lines)) from None
+
+
+def _shown(value: Any, path: Path_) -> str:
+    """The offending value for a message, secrets hidden (keyed by the setting's name)."""
+    return repr(mask(value, key=path[-1] if path else ""))
 
 
 def _origin_for(path: Path_, origins: Mapping[Path_, Origin]) -> str:

@@ -149,9 +149,9 @@ def _refusal(settings: FlowerSettings) -> ConfigError:
     return ConfigError(
         f"refusing to start Flower on {settings.address}:{settings.port} without"
         " authentication (anyone reaching it could read task arguments and results)."
-        f" Configure one of:\n  - basic auth: export {BASIC_AUTH_ENV}='user:password'"
-        " (several: comma-separated), or put user:password lines in a mode-600 file and"
-        " pass --basic-auth-file PATH (or set flower.basic_auth_file);"
+        f" Configure one of:\n  - basic auth: put user:password in the environment variable"
+        f" {BASIC_AUTH_ENV} (several: comma-separated), or put user:password lines in a"
+        " mode-600 file and pass --basic-auth-file PATH (or set flower.basic_auth_file);"
         " --generate-credentials creates one;\n  - OAuth: set flower.auth (allowed emails)"
         f" and flower.auth_provider, and export {', '.join(OAUTH_ENV)};\n  - on a trusted"
         " network only: --allow-insecure (or flower.allow_insecure = true)."

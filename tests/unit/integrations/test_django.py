@@ -232,3 +232,17 @@ def test_unconfigured_django_is_a_config_error() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "DJANGO_SETTINGS_MODULE" in done.stdout
+
+
+def test_secrets_in_conflicting_django_settings_are_masked() -> None:
+    secret = "hunter2xyz"
+    with (
+        override_settings(
+            CELERY_BROKER_URL=f"amqp://u:{secret}@rabbit//",
+            CELERY_KIT={"broker_url": f"amqp://u:{secret}-other@rabbit//"},
+        ),
+        pytest.raises(ConfigError, match="keep only one") as caught,
+    ):
+        django_app()
+    assert secret not in str(caught.value)
+    assert secret not in repr(caught.value)
