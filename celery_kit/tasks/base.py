@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from celery import Task
 from celery.utils.imports import symbol_by_name
 
+from celery_kit.state import settings_of
 from celery_kit.tasks import guards, options
 from celery_kit.tasks.dedupe import reserve_publish
 from celery_kit.tasks.errors import PermanentError
 from celery_kit.tasks.options import Plan
+from celery_kit.topology.publish import check_delay
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -114,9 +116,30 @@ class KitTask(Task[Any, Any]):
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's ``retry``, after releasing this run's idempotency claim and lock (so
-        the retried message can take them) and remembering the first failure time."""
+        the retried message can take them) and remembering the first failure time.
+
+        Raises:
+            CountdownTooLongError: the retry's countdown/ETA exceeds
+                ``tasks.max_countdown_s``; raised here, in the task body, where it can be
+                caught (Celery would wrap a refusal of the retry message in ``Reject``).
+        """
+        if not self.request.called_directly:
+            self._check_retry_delay(args, kwargs)
         guards.before_retry(self, kwargs)
         return super().retry(*args, **kwargs)
+
+    def _check_retry_delay(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        # retry(args, kwargs, exc, throw, eta, countdown, ...): Celery's positional order
+        eta = kwargs.get("eta", args[4] if len(args) > 4 else None)
+        countdown = kwargs.get("countdown", args[5] if len(args) > 5 else None)
+        if not eta and countdown is None:
+            countdown = self.default_retry_delay  # what Celery's retry falls back to
+        check_delay(
+            self.name,
+            countdown=countdown,
+            eta=eta,
+            max_countdown_s=settings_of(self.app).tasks.max_countdown_s,
+        )
 
 
 class RetryingTask(KitTask):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,20 @@ from celery_kit.topology.priority import priority_map
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["PUBLISHED_AT_HEADER", "KitAMQP", "check_delay", "wrap_sender"]
+__all__ = [
+    "PUBLISHED_AT_HEADER",
+    "KitAMQP",
+    "canvas_delays",
+    "check_canvas",
+    "check_delay",
+    "wrap_sender",
+]
+
+#: Message options under which Celery embeds the rest of a canvas in a task message.
+_EMBEDDED = ("link", "link_error", "callbacks", "errbacks", "chain", "chord")
+
+#: Position of ``chain`` among ``as_task_v2``'s arguments after ``errbacks`` (Celery 5.x).
+_CHAIN_AT = 7
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +74,49 @@ def check_delay(
             " tasks.max_countdown_s (the visibility timeout grows with it), or schedule"
             " the work with beat."
         )
+
+
+def canvas_delays(
+    node: Any, options: Mapping[str, Any] | None = None
+) -> Iterator[tuple[str, Any, Any]]:
+    """Every ``(task name, countdown, eta)`` in a signature and all it carries.
+
+    Walks chain links, group members, chord header and body, ``link``/``link_error``
+    callbacks and the embedded ``chain``/``chord`` of a message, at any depth; ``node`` may
+    be a ``Signature``, its dict form, or a list of them. ``options`` are call-time
+    options that apply to ``node`` itself (``apply_async(countdown=…)``).
+    """
+    if isinstance(node, (list, tuple)):
+        for each in node:
+            yield from canvas_delays(each)
+        return
+    if not isinstance(node, Mapping):
+        return
+    own = {**(node.get("options") or {}), **(options or {})}
+    name = str(node.get("task") or node.get("subtask_type") or "canvas")
+    if own.get("countdown") is not None or own.get("eta") is not None:
+        yield name, own.get("countdown"), own.get("eta")
+    for key in _EMBEDDED:
+        yield from canvas_delays(own.get(key))
+    kwargs = node.get("kwargs") or {}
+    kind = node.get("subtask_type")
+    if kind in ("group", "chain"):
+        yield from canvas_delays(kwargs.get("tasks"))
+    elif kind == "chord":
+        yield from canvas_delays(kwargs.get("header"))
+        yield from canvas_delays(kwargs.get("body"))
+
+
+def check_canvas(
+    node: Any, *, max_countdown_s: float, options: Mapping[str, Any] | None = None
+) -> None:
+    """:func:`check_delay` for every delay anywhere in ``node`` (see :func:`canvas_delays`).
+
+    Raises:
+        CountdownTooLongError: the first too-long countdown/ETA found; nothing was sent.
+    """
+    for name, countdown, eta in canvas_delays(node, options):
+        check_delay(name, countdown=countdown, eta=eta, max_countdown_s=max_countdown_s)
 
 
 def wrap_sender(app: Celery, send: Callable[..., Any]) -> Callable[..., Any]:
@@ -120,17 +176,28 @@ class KitAMQP(AMQP):
         kwargs: Any = None,
         countdown: float | None = None,
         eta: Any = None,
+        group_id: Any = None,
+        group_index: Any = None,
+        expires: Any = None,
+        retries: int = 0,
+        chord: Any = None,
+        callbacks: Any = None,
+        errbacks: Any = None,
         *rest: Any,
         **options: Any,
     ) -> Any:
+        limit = settings_of(self.app).tasks.max_countdown_s
         if countdown is not None or eta is not None:
-            check_delay(
-                name,
-                countdown=countdown,
-                eta=eta,
-                max_countdown_s=settings_of(self.app).tasks.max_countdown_s,
-            )
-        return super().as_task_v2(task_id, name, args, kwargs, countdown, eta, *rest, **options)
+            check_delay(name, countdown=countdown, eta=eta, max_countdown_s=limit)
+        # Celery passes these positionally (celery/app/base.py send_task); ``chain`` is the
+        # 8th after ``errbacks`` (reply_to, time limits, sent event, root, parent, shadow).
+        chain = rest[_CHAIN_AT] if len(rest) > _CHAIN_AT else options.get("chain")
+        if chord or callbacks or errbacks or chain:  # the rest of the canvas rides along
+            check_canvas([chord, callbacks, errbacks, chain], max_countdown_s=limit)
+        return super().as_task_v2(
+            task_id, name, args, kwargs, countdown, eta, group_id, group_index, expires,
+            retries, chord, callbacks, errbacks, *rest, **options,
+        )  # fmt: skip
 
     @cached_property
     def send_task_message(self) -> Any:

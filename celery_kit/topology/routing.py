@@ -9,6 +9,7 @@ from celery import signals
 from celery_kit.config.topology import coerce_priority, declared_queues
 from celery_kit.exceptions import ConfigError
 from celery_kit.state import settings_of
+from celery_kit.topology.canvas import install_canvas_guard
 from celery_kit.topology.priority import kit_priority_in_request
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def check_task_routing(app: Celery) -> None:
 
 
 def install_topology(app: Celery, settings: Settings) -> None:
-    """Connect the kit's worker-side priority translation to ``app``'s workers.
+    """Connect the kit's worker-side priority translation and the canvas countdown guard.
 
     The queues and the router themselves are values of ``Settings.celery_conf()``; the
     routing check runs in the start-up bootstep (``celery_kit.build.StartupChecks``).
@@ -56,3 +57,4 @@ def install_topology(app: Celery, settings: Settings) -> None:
     signals.task_prerun.connect(
         kit_priority_in_request, weak=False, dispatch_uid="celery_kit.routing.priority"
     )
+    install_canvas_guard()  # a too-long countdown anywhere in a canvas: refused before sending

@@ -57,3 +57,15 @@ def hard_limited(key: str) -> None:
             time.sleep(0.2)
         except SoftTimeLimitExceeded:
             state().set(f"soft:{key}", "ignored")
+
+
+@app.task(name="kit_basic.retry_too_late", bind=True)
+def retry_too_late(self, seconds: float) -> str:
+    """Asks for a retry far beyond tasks.max_countdown_s and reports what it could catch."""
+    from celery_kit import CountdownTooLongError
+
+    try:
+        self.retry(countdown=seconds)
+    except CountdownTooLongError as exc:
+        return f"caught {type(exc).__name__}"
+    return "retry accepted"
