@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from celery_kit.build import build_app
 from celery_kit.config.settings import Settings
+from celery_kit.console import refusals
 from celery_kit.exceptions import ConfigError
 from celery_kit.state import settings_of
 
@@ -40,7 +41,22 @@ def make_app(
 
     Raises:
         ConfigError: invalid or unsafe settings (the message says what to change).
+            Under the ``celery``/``celery-kit`` command line the error is printed as one
+            short block and the process exits with status 2 instead (``CELERY_KIT_DEBUG=1``
+            or ``--traceback``: the exception propagates).
     """
+    with refusals():  # under `celery -A proj …`: a short block and exit 2, not a traceback
+        return _make_app(name, settings=settings, config=config, framework=framework, **overrides)
+
+
+def _make_app(
+    name: str,
+    *,
+    settings: Settings | None,
+    config: str | os.PathLike[str] | None,
+    framework: Literal["django"] | None,
+    **overrides: Any,
+) -> Celery:
     if settings is not None and (config is not None or overrides or framework is not None):
         raise ConfigError(
             "make_app(): pass either settings= or config=/framework=/keyword settings, not"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps
 
+from celery_kit.console import refusals
 from celery_kit.observability.install import install_observability
 from celery_kit.state import attach_state
 from celery_kit.tasks.base import install_tasks
@@ -73,5 +74,6 @@ class StartupChecks(bootsteps.Step):
     """
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
-        run_startup_checks(parent.app)
+        with refusals():  # one short block and exit 2, not Celery's traceback
+            run_startup_checks(parent.app)
         super().__init__(parent, **kwargs)

@@ -22,17 +22,26 @@ from celery_kit.cli.workers import worker_cmd, workers_cmd
 __all__ = ["defaults_table", "kit", "main", "mask"]
 
 
+_TRACEBACK_HELP = "Show the full traceback of a kit error (also: CELERY_KIT_DEBUG=1)."
+
+
 @click.group(name="kit", help="celery_kit: inspect and operate a kit-configured app.")
-def kit() -> None:
-    """Group registered under ``celery`` (``celery -A proj kit …``)."""
+@click.option("--traceback", is_flag=True, help=_TRACEBACK_HELP)
+def kit(traceback: bool) -> None:
+    """Group registered under ``celery`` (``celery -A proj kit …``).
+
+    ``--traceback`` is read from the command line by :mod:`celery_kit.console` (the app
+    is imported before this group runs); it is declared here so click accepts it.
+    """
 
 
 @click.group(
     name="celery-kit", help="celery_kit command line (same commands as `celery -A proj kit`)."
 )
 @click.option("-A", "--app", "app_name", help="Module of the app, e.g. proj.celery:app.")
+@click.option("--traceback", is_flag=True, help=_TRACEBACK_HELP)
 @click.pass_context
-def main(ctx: click.Context, app_name: str | None) -> None:
+def main(ctx: click.Context, app_name: str | None, traceback: bool) -> None:
     """Stand-alone entry point (``celery-kit``)."""
     sys.path.insert(0, "")  # like `celery -A`: the app module is found from the cwd
     ctx.obj = {"app_name": app_name}

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from celery_kit.config.defaults import CELERY_ENV
+from celery_kit.console import DEBUG_ENV
 
 __all__ = ["ENV_PREFIX", "Path_", "read_env", "unknown_keys"]
 
@@ -19,7 +20,7 @@ __all__ = ["ENV_PREFIX", "Path_", "read_env", "unknown_keys"]
 ENV_PREFIX = "CELERY_KIT_"
 _NEST = "__"
 #: Names under the prefix that are not settings.
-_RESERVED_ENV = ("CELERY_KIT_CONFIG", "CELERY_KIT_TEST_")
+_RESERVED_ENV = ("CELERY_KIT_CONFIG", "CELERY_KIT_TEST_", DEBUG_ENV)
 
 Path_ = tuple[str, ...]
 

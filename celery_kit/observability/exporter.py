@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import bootsteps, signals
 
+from celery_kit.console import refusals
 from celery_kit.observability.metrics import KitMetrics, MetricsState, metrics_of, metrics_state
 from celery_kit.observability.multiproc import (
     MetricsSetupError,
@@ -33,6 +34,8 @@ from celery_kit.state import settings_of
 if TYPE_CHECKING:
     from celery import Celery
     from prometheus_client import CollectorRegistry
+
+    from celery_kit.config.operations import MetricsSettings
 
 __all__ = ["MetricsStep", "run_exporter"]
 
@@ -84,7 +87,8 @@ class MetricsStep(bootsteps.StartStopStep):
             return
         pool_cls = parent.pool_cls
         single = not (isinstance(pool_cls, type) and issubclass(pool_cls, TaskPool))
-        state.multiprocess = setup_multiprocess(state.settings, single_process=single)
+        with refusals():  # one short block and exit 2, not a traceback
+            state.multiprocess = setup_multiprocess(state.settings, single_process=single)
         state.hostname = str(parent.hostname)
         state.main_pid = os.getpid()
         metrics_of(app)  # created now, in the main process, before the pool forks
@@ -96,20 +100,25 @@ class MetricsStep(bootsteps.StartStopStep):
             self._at_exit, weak=False, dispatch_uid=f"{uid}.worker_shutdown"
         )
 
-    def start(self, parent: Any) -> None:
-        state = self._state
-        if state is None:
-            return
-        settings = state.settings
-        server = MetricsServer(_worker_render(state), address=settings.address, port=settings.port)
+    @staticmethod
+    def _listen(server: MetricsServer, settings: MetricsSettings) -> int:
         try:
-            port = server.start()
+            return server.start()
         except OSError as exc:
             raise MetricsSetupError(
                 f"the worker's /metrics endpoint cannot listen on {settings.address}:"
                 f"{settings.port} ({exc}); another worker on this host? Give each worker its"
                 " own metrics.port (CELERY_KIT_METRICS__PORT), or 0 for any free port"
             ) from exc
+
+    def start(self, parent: Any) -> None:
+        state = self._state
+        if state is None:
+            return
+        settings = state.settings
+        server = MetricsServer(_worker_render(state), address=settings.address, port=settings.port)
+        with refusals():  # one short block and exit 2, not "Unrecoverable error" + traceback
+            port = self._listen(server, settings)
         state.server = server
         logger.info(
             "celery_kit metrics: serving http://%s:%d/metrics (one endpoint for the whole pool)",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from celery import Task
 from celery.utils.imports import symbol_by_name
 
+from celery_kit.console import refusals
 from celery_kit.state import settings_of
 from celery_kit.tasks import guards, options
 from celery_kit.tasks.dedupe import reserve_publish
@@ -79,7 +80,8 @@ class KitTask(Task[Any, Any]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._kit_plan = options.build_plan(cls)
+        with refusals():  # under `celery -A proj …`: a short block and exit 2
+            cls._kit_plan = options.build_plan(cls)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         plan, request = self._kit_plan, self.request
