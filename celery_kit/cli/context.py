@@ -5,7 +5,9 @@ Only click at import time (this package is imported by every ``celery`` command)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib.util
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,7 +27,7 @@ def app_of(ctx: click.Context) -> Celery:
         # deferred: Celery loads only when a command needs the app
         from celery.app.utils import find_app
 
-        app = find_app(ctx.obj["app_name"])
+        app = _import_app(ctx.obj["app_name"], find_app)
         ctx.obj["app"] = app
     elif app is None and isinstance(ctx.obj, dict):
         app = ctx.obj.get("app")
@@ -34,6 +36,33 @@ def app_of(ctx: click.Context) -> Celery:
             "this command needs an app: celery -A proj kit … or celery-kit -A proj …"
         )
     return app  # type: ignore[no-any-return]
+
+
+def _import_app(name: str, find_app: Callable[[str], Any]) -> Any:
+    """``find_app(name)``; a failed import becomes one line saying what could not be imported.
+
+    Kit errors are not caught here: :mod:`celery_kit.console` reports them (exit 2).
+    """
+    # deferred: only needed once a command runs
+    from celery_kit.console import show_traceback
+
+    try:
+        return find_app(name)
+    except ModuleNotFoundError as exc:
+        if show_traceback():
+            raise
+        module, _, attr = name.partition(":")
+        if attr and exc.name == name and importlib.util.find_spec(module) is not None:
+            reason = f"module {module!r} has no attribute {attr!r}"
+        elif exc.name in (name, module) or (exc.name and module.startswith(f"{exc.name}.")):
+            reason = f"no module named {exc.name!r} (run from the project directory, or fix -A)"
+        else:
+            reason = f"it imports {exc.name!r}, which is not installed"
+        raise click.ClickException(f"cannot import the app {name!r} (-A): {reason}") from None
+    except (AttributeError, ImportError) as exc:
+        if show_traceback():
+            raise
+        raise click.ClickException(f"cannot import the app {name!r} (-A): {exc}") from None
 
 
 def app_ref(ctx: click.Context) -> str:

@@ -59,7 +59,9 @@ _REASON_HELP = (
 @dlq.command(name="list")
 @click.option("--task", "task_name", help="Only entries of this task name.")
 @click.option("--reason", help=_REASON_HELP)
-@click.option("--limit", type=int, default=None, help="At most this many (newest first).")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="At most this many (newest first)."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 @click.pass_context
 def list_cmd(

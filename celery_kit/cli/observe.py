@@ -37,12 +37,34 @@ def _heartbeat_file(ctx: click.Context) -> str | None:
 @click.command(name="health")
 @click.option("--liveness", "kind", flag_value="liveness", help="Probe: is the worker consuming?")
 @click.option("--readiness", "kind", flag_value="readiness", help="Probe: can it work now?")
-@click.option("--max-age", "max_age_s", type=float, help="Seconds (default: health.max_age_s).")
+@click.option(
+    "--max-age",
+    "max_age_s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds (default: health.max_age_s).",
+)
 @click.option("--file", "file_", help="Heartbeat file or %n template (default: the setting).")
 @click.option("--json", "as_json", is_flag=True, help="Deployment report as JSON.")
-@click.option("--min-workers", type=int, default=1, show_default=True, help="Report: fewer fails.")
-@click.option("--max-oldest-age", "max_oldest_age_s", type=float, help="Report: older fails.")
-@click.option("--timeout", "timeout_s", type=float, default=2.0, show_default=True)
+@click.option(
+    "--min-workers",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Report: fewer fails.",
+)
+@click.option(
+    "--max-oldest-age",
+    "max_oldest_age_s",
+    type=click.FloatRange(min=0),
+    help="Report: older fails.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+)
 @click.pass_context
 def health(
     ctx: click.Context,
@@ -105,7 +127,12 @@ def _print_report(report: dict[str, Any]) -> None:
 
 @click.command(name="exporter")
 @click.option("--address", default=None, help="Listen address (default: metrics.address).")
-@click.option("--port", type=int, default=None, help="Listen port (default: metrics.port).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Listen port, 0 = any free one (default: metrics.port).",
+)
 @click.option("--once", is_flag=True, help="Sample once, print the metrics and exit.")
 @click.pass_context
 def exporter(ctx: click.Context, address: str | None, port: int | None, once: bool) -> None:

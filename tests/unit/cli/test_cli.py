@@ -103,3 +103,38 @@ def test_kit_is_a_celery_subcommand(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert "task_reject_on_worker_lost" in done.stdout
     assert ":pw@" not in done.stdout
+
+
+def test_out_of_range_port_is_a_click_error() -> None:
+    result = CliRunner().invoke(main, ["-A", "whatever", "exporter", "--port", "99999"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--port': 99999 is not in the range 0<=x<=65535" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def _one_line_error(app_name: str, tmp_path, monkeypatch) -> str:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = CliRunner().invoke(main, ["-A", app_name, "config"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    return result.output
+
+
+def test_missing_app_module_is_one_line(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    out = _one_line_error("nosuch_kit_app", tmp_path, monkeypatch)
+    assert "cannot import the app 'nosuch_kit_app' (-A): no module named 'nosuch_kit_app'" in out
+
+
+def test_missing_dependency_of_the_app_is_one_line(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "kit_broken_app.py").write_text("import nosuch_dependency_xyz\n")
+    out = _one_line_error("kit_broken_app", tmp_path, monkeypatch)
+    assert "it imports 'nosuch_dependency_xyz', which is not installed" in out
+
+
+def test_missing_app_attribute_is_one_line(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "kit_attr_app.py").write_text("x = 1\n")
+    out = _one_line_error("kit_attr_app:nothere", tmp_path, monkeypatch)
+    assert "module 'kit_attr_app' has no attribute 'nothere'" in out
