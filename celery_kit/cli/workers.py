@@ -21,11 +21,17 @@ __all__ = ["worker_cmd", "workers_cmd"]
 
 
 def _profiles(ctx: click.Context) -> dict[str, WorkerProfile]:
-    profiles = settings_from(ctx).workers
-    if not profiles:
-        raise click.ClickException(
-            "no worker profiles: declare them as [workers.NAME] tables with queues = [...]"
-            " (see docs/topology.md)"
+    # deferred: the kit loads only when the command runs
+    from celery_kit.topology.workers import effective_profiles
+
+    profiles, derived = effective_profiles(settings_from(ctx))
+    if derived:
+        ((name, profile),) = profiles.items()
+        click.echo(
+            f"celery_kit: no [workers.*] profiles; derived profile {name!r} from the declared"
+            f" queues ({', '.join(profile.queues)}; prefetch 1). Declare [workers.NAME]"
+            " tables to split queues between workers (docs/topology.md).",
+            err=True,
         )
     return profiles
 

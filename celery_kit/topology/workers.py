@@ -7,15 +7,45 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from celery_kit.config.profiles import WorkerProfile
 from celery_kit.config.sources import ENV_PREFIX
+from celery_kit.config.topology import declared_queues
 
-__all__ = ["SOFT_SHUTDOWN_ENV", "render_command", "worker_argv", "worker_env"]
+if TYPE_CHECKING:
+    from celery_kit.config.settings import Settings
+
+__all__ = [
+    "DERIVED_PROFILE",
+    "SOFT_SHUTDOWN_ENV",
+    "effective_profiles",
+    "render_command",
+    "worker_argv",
+    "worker_env",
+]
+
+#: Name of the profile derived when the config declares no ``[workers.*]`` table.
+DERIVED_PROFILE = "default"
 
 #: Environment variable through which a profile's soft-shutdown timeout reaches the
 #: worker's Settings (Celery has no command-line flag for it).
 SOFT_SHUTDOWN_ENV = f"{ENV_PREFIX}WORKER__SOFT_SHUTDOWN_TIMEOUT_S"
+
+
+def effective_profiles(settings: Settings) -> tuple[dict[str, WorkerProfile], bool]:
+    """The ``[workers.*]`` profiles, or one derived from the declared queues.
+
+    With no profile declared, one worker consuming every declared queue (in declaration
+    order, the default queue included) with prefetch 1 serves the default topology.
+
+    Returns:
+        The profiles, and whether they were derived (to say so to the user).
+    """
+    if settings.workers:
+        return dict(settings.workers), False
+    queues = list(declared_queues(settings, settings.tasks.default_queue))
+    return {DERIVED_PROFILE: WorkerProfile(queues=queues, prefetch_multiplier=1)}, True
 
 
 def worker_argv(

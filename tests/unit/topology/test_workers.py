@@ -13,7 +13,13 @@ from click.testing import CliRunner
 from celery_kit import ConfigError, Settings
 from celery_kit.cli import main
 from celery_kit.config.profiles import WorkerProfile, max_prefetch_multiplier
-from celery_kit.topology.workers import SOFT_SHUTDOWN_ENV, render_command, worker_argv, worker_env
+from celery_kit.topology.workers import (
+    SOFT_SHUTDOWN_ENV,
+    effective_profiles,
+    render_command,
+    worker_argv,
+    worker_env,
+)
 
 REDIS = "redis://127.0.0.1:6399/0"
 
@@ -150,14 +156,26 @@ def test_kit_workers_prints_one_procfile_line_per_profile(project: Path) -> None
     assert lines[1].startswith(f"bulk: {SOFT_SHUTDOWN_ENV}=9 celery -A ")
 
 
-def test_kit_workers_without_profiles_says_what_to_add(tmp_path: Path, monkeypatch: Any) -> None:
+def test_kit_workers_without_profiles_derives_one_from_the_queues(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
     (tmp_path / "noprof.py").write_text(
         f"from celery_kit import make_app\napp = make_app('noprof', broker_url={REDIS!r})\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     result = CliRunner().invoke(main, ["-A", "noprof:app", "workers"])
-    assert result.exit_code == 1
-    assert "declare them as [workers.NAME]" in result.output
+    assert result.exit_code == 0, result.output
+    assert "derived profile 'default' from the declared queues" in result.stderr
+    (line,) = result.stdout.splitlines()
+    argv = shlex.split(line.removeprefix("default: "))
+    assert argv[argv.index("-Q") + 1] == "critical,high,default,low,bulk"
+    assert argv[argv.index("--prefetch-multiplier") + 1] == "1"
+
+
+def test_explicit_profiles_are_kept_and_nothing_is_derived() -> None:
+    settings = Settings(workers={"bulk": {"queues": ["low"]}})
+    profiles, derived = effective_profiles(settings)
+    assert (list(profiles), derived) == (["bulk"], False)
 
 
 def test_kit_worker_execs_the_profile_command(
