@@ -10,6 +10,7 @@ __all__ = [
     "CeleryKitError",
     "ConfigError",
     "CountdownTooLongError",
+    "DeadLetterLookupError",
     "LockTakenError",
     "MalformedMessageError",
     "NotReplayableError",
@@ -57,6 +58,10 @@ class CountdownTooLongError(PublishError, ValueError):
     and again in a loop"); on RabbitMQ the channel would be closed by
     ``consumer_timeout``. Refusing it at publish time is the only safe answer.
     """
+
+
+class DeadLetterLookupError(CeleryKitError, LookupError):
+    """No dead letter has the given id or id prefix, or the prefix matches several."""
 
 
 class TaskOptionError(CeleryKitError, ValueError):

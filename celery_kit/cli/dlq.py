@@ -84,6 +84,20 @@ def list_cmd(
     click.echo(f"{len(entries)} dead letter(s)")
 
 
+def _entry(store: DeadLetterStore, id_or_prefix: str) -> DeadLetter:
+    """The entry for a full id or an unambiguous id prefix; otherwise a precise error."""
+    # deferred: the kit loads only when the command runs
+    from celery_kit.exceptions import DeadLetterLookupError
+
+    try:
+        entry = store.get(store.resolve(id_or_prefix))
+    except DeadLetterLookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    if entry is None:  # expired between the two reads
+        raise click.ClickException(f"dead letter {id_or_prefix} expired just now")
+    return entry
+
+
 @dlq.command(name="show")
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
@@ -91,9 +105,7 @@ def list_cmd(
 def show_cmd(ctx: click.Context, task_id: str, as_json: bool) -> None:
     """Show one dead letter with its arguments and traceback."""
     _, store = _open(ctx)
-    entry = store.get(task_id)
-    if entry is None:
-        raise click.ClickException(f"no dead letter {task_id} (expired, replayed or purged?)")
+    entry = _entry(store, task_id)
     data = _as_dict(entry)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
@@ -124,13 +136,7 @@ def replay_cmd(
     if task_name and not replay_all:
         raise click.UsageError("--task filters --all; with a TASK_ID it is not needed")
     app, store = _open(ctx)
-    if task_id:
-        entry = store.get(task_id)
-        if entry is None:
-            raise click.ClickException(f"no dead letter {task_id} (expired, replayed or purged?)")
-        entries = [entry]
-    else:
-        entries = store.list(task=task_name)
+    entries = [_entry(store, task_id)] if task_id else store.list(task=task_name)
     if task_id and entries[0].reason == MALFORMED:
         raise click.ClickException(
             f"{task_id} is a malformed message ({entries[0].exception}): there is no valid"

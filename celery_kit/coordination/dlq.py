@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from celery_kit.config.sections import DlqSettings
 from celery_kit.coordination.client import KitRedis, resources
 from celery_kit.coordination.dead_letter import MALFORMED, REPLAYS_HEADER, DeadLetter
+from celery_kit.exceptions import DeadLetterLookupError
 from celery_kit.state import settings_of
 
 if TYPE_CHECKING:
@@ -117,6 +118,36 @@ class DeadLetterStore:
         """The entry for ``task_id``, if still kept."""
         raw = self._kr.client.get(self._kr.keys.dlq_entry(task_id))
         return DeadLetter.from_json(raw) if raw is not None else None
+
+    def resolve(self, id_or_prefix: str) -> str:
+        """The id of the one kept entry that is ``id_or_prefix`` or starts with it.
+
+        Raises:
+            DeadLetterLookupError: no entry matches, or several do (they are named).
+        """
+        client, keys = self._kr.client, self._kr.keys
+        if id_or_prefix and client.exists(keys.dlq_entry(id_or_prefix)):
+            return id_or_prefix
+        ids = [
+            i.decode() if isinstance(i, bytes) else str(i)
+            for i in client.zrevrange(keys.dlq_index(), 0, -1)
+        ]
+        found = [i for i in ids if id_or_prefix and i.startswith(id_or_prefix)]
+        if found:  # the index may still name expired entries
+            kept = client.mget([keys.dlq_entry(i) for i in found])
+            found = [i for i, raw in zip(found, kept, strict=False) if raw is not None]
+        if not found:
+            raise DeadLetterLookupError(
+                f"no dead letter with id or id prefix {id_or_prefix!r} (expired, replayed or"
+                " purged? `kit dlq list` shows the kept ones)"
+            )
+        if len(found) > 1:
+            shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+            raise DeadLetterLookupError(
+                f"id prefix {id_or_prefix!r} is ambiguous: {len(found)} dead letters match"
+                f" ({shown}); give more characters"
+            )
+        return found[0]
 
     def list(
         self, *, task: str | None = None, limit: int | None = None, reason: str | None = None
