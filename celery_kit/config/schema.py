@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import types
 import typing
@@ -71,7 +72,8 @@ def unknown_keys(
     for key, value in data.items():
         path = (*prefix, key)
         if key not in fields:
-            problems.append(f"unknown setting {describe(path)}{_suggest(key, fields)}")
+            hint = _suggest(key, fields, render=functools.partial(_dotted, prefix))
+            problems.append(f"unknown setting {describe(path)}{hint}")
             continue
         annotation = fields[key].annotation
         sub = _model_of(annotation)
@@ -83,6 +85,11 @@ def unknown_keys(
                 if isinstance(item, Mapping):
                     problems += unknown_keys(item_model, item, (*path, name), describe)
     return problems
+
+
+def _dotted(prefix: Path_, name: str) -> str:
+    """``tasks.time_limit_s``: a hint names the whole path, not only the last key."""
+    return ".".join((*prefix, name))
 
 
 def _suggest(key: str, valid: typing.Iterable[str], *, render: Callable[[str], str] = str) -> str:

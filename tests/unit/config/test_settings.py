@@ -187,7 +187,7 @@ BAD: list[tuple[str, dict, str]] = [
     (
         "unknown-nested-kwarg",
         {"tasks": {"sof_time_limit_s": 1}},
-        "did you mean `soft_time_limit_s`",
+        "did you mean `tasks.soft_time_limit_s`",
     ),
     (
         "override-typo",
@@ -237,7 +237,7 @@ def test_unknown_toml_key_names_file_and_suggests(tmp_path: Path) -> None:
     text = str(info.value)
     assert "`tasks.soft_time_limt_s` in " in text
     assert str(tmp_path / "kit.toml") in text
-    assert "did you mean `soft_time_limit_s`" in text
+    assert "did you mean `tasks.soft_time_limit_s`" in text
 
 
 def test_unknown_toml_section(tmp_path: Path) -> None:
