@@ -121,7 +121,9 @@ def _watch(app: Any, sent: dict[str, Any], *, timeout_s: float) -> None:
     print(f"(still running after {timeout_s:.0f} s; reporting what is done)")
 
 
-def _report(app: Any, sent: dict[str, Any], metrics_ports: dict[str, int]) -> int:
+def _report(
+    app: Any, sent: dict[str, Any], metrics_ports: dict[str, int], *, embedded: bool
+) -> int:
     from celery_kit.coordination.client import kit_redis
     from celery_kit.coordination.dlq import DeadLetterStore
     from celery_kit.tasks.progress import task_statuses
@@ -147,7 +149,18 @@ def _report(app: Any, sent: dict[str, Any], metrics_ports: dict[str, int]) -> in
     print(f"\n== dead-letter queue: {len(letters)} entr{'y' if len(letters) == 1 else 'ies'}")
     for entry in letters:
         print(f"  {entry.task} {entry.args} reason={entry.reason}: {entry.exception}")
-        print(f"    replay with: celery -A {APP} kit dlq replay {entry.id}")
+        if not embedded:
+            print(
+                "    replay with (same CELERY_BROKER_URL):"
+                f" celery -A {APP} kit dlq replay {entry.id}"
+            )
+    if letters and embedded:
+        print(
+            "  (the demo's own redis-server stops with the demo, and these entries with it; to"
+            " keep them and try `kit dlq show|replay`, run the demo against your Redis:"
+            f" CELERY_BROKER_URL=redis://HOST:6379/0 make demo, then celery -A {APP} kit dlq"
+            " list with the same variable)"
+        )
 
     print("\n== per queue (from each worker's /metrics)")
     succeeded: Counter[str] = Counter()
@@ -183,6 +196,7 @@ def run() -> int:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kit-demo-")))
         broker = os.environ.get("CELERY_BROKER_URL")
+        embedded = not broker
         if broker:
             print(f"using CELERY_BROKER_URL ({broker.split('@')[-1]})")
         else:
@@ -244,7 +258,7 @@ def run() -> int:
         sent = _workload(app)
         _watch(app, sent, timeout_s=90)
         time.sleep(1.5)  # let the last task counters reach the multiprocess files
-        failures = _report(app, sent, metrics_ports)
+        failures = _report(app, sent, metrics_ports, embedded=embedded)
         print(f"\n== Flower: {flower_url}  login {login}  (until the demo stops)")
         print("\nstopping the workers, Flower and Redis ...")
         # Celery's Redis backend subscribed to each result at send time and unsubscribes

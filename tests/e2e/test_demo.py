@@ -41,6 +41,9 @@ def test_demo_runs_end_to_end_and_stops_everything() -> None:
     assert re.search(r"refund order-2 .*FAILURE\s+\{'type': 'PermanentError'", out)
     assert re.search(r"chord: 8 e-mails \+ summary\s+SUCCESS\s+8 e-mails sent", out)
     assert "dead-letter queue: 1 entry" in out
+    # the embedded Redis is gone when the demo ends: no replay command pointing at it
+    assert "replay with" not in out
+    assert "stops with the demo" in out
     assert "PROGRESS" in out  # the live display saw a report's progress
     # per-queue figures scraped from the workers' /metrics
     for queue in ("critical", "high", "bulk"):
