@@ -20,18 +20,19 @@ from celery_kit.observability.probes import probe
 __all__ = ["exporter", "health"]
 
 
-def _heartbeat_file(ctx: click.Context) -> str | None:
-    """The heartbeat path: the app's setting when an app is at hand, else the env."""
+def _heartbeat_target(ctx: click.Context) -> tuple[str | None, str | None]:
+    """The heartbeat path and app name: from the app when one is at hand, else the env."""
     obj = ctx.find_object(object)
     named = isinstance(ctx.obj, dict) and (ctx.obj.get("app") or ctx.obj.get("app_name"))
     if getattr(obj, "app", None) is not None or named:
         try:
             configured = settings_from(ctx).health.heartbeat_file
+            app_name = str(app_of(ctx).main or "") or None
         except click.ClickException:  # a kit error, or no app (a UsageError)
-            configured = None  # `celery kit health` without -A: Celery's default app
-        if configured:
-            return configured
-    return os.environ.get(HEARTBEAT_FILE_ENV) or None
+            configured, app_name = None, None  # `celery kit health` without -A
+        if configured or app_name:
+            return configured, app_name
+    return os.environ.get(HEARTBEAT_FILE_ENV) or None, None
 
 
 @click.command(name="health")
@@ -44,6 +45,8 @@ def _heartbeat_file(ctx: click.Context) -> str | None:
     help="Seconds (default: health.max_age_s).",
 )
 @click.option("--file", "file_", help="Heartbeat file or %n template (default: the setting).")
+@click.option("--node", help="Probe only this worker (node name: celery or celery@host).")
+@click.option("--app-name", help="Probe only this app's workers (default: the -A app's name).")
 @click.option("--json", "as_json", is_flag=True, help="Deployment report as JSON.")
 @click.option(
     "--min-workers",
@@ -71,6 +74,8 @@ def health(
     kind: str | None,
     max_age_s: float | None,
     file_: str | None,
+    node: str | None,
+    app_name: str | None,
     as_json: bool,
     min_workers: int,
     max_oldest_age_s: float | None,
@@ -83,10 +88,13 @@ def health(
     depths and oldest-message ages (needs -A).
     """
     if kind is not None:
+        configured, own_app = _heartbeat_target(ctx) if file_ is None else (file_, None)
         result = probe(
             "liveness" if kind == "liveness" else "readiness",
-            file=file_ or _heartbeat_file(ctx),
+            file=configured,
             max_age_s=max_age_s,
+            node=node,
+            app_name=app_name or own_app,
         )
         click.echo(result.message)
         ctx.exit(0 if result.ok else 1)

@@ -78,8 +78,8 @@ class HealthSettings(KitModel):
 
     #: Keep a heartbeat (a bootstep in the worker's main process).
     enabled: bool = True
-    #: Heartbeat file; ``%n`` is the worker's node name (``celery`` in ``celery@host``).
-    #: ``None``: ``<temp dir>/celery-kit-%n.heartbeat.json``.
+    #: Heartbeat file; ``%n`` is the worker's node name (``celery`` in ``celery@host``),
+    #: ``%a`` the app's name. ``None``: ``<temp dir>/celery-kit-%a-%n.heartbeat.json``.
     heartbeat_file: str | None = None
     #: How often the worker checks that it consumes and rewrites the heartbeat.
     interval_s: float = Field(default=5.0, gt=0)

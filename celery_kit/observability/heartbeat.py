@@ -134,7 +134,8 @@ class Heartbeat(bootsteps.StartStopStep):
         conf: HealthSettings = self.settings.health
         self.conf = conf
         template = conf.heartbeat_file or default_heartbeat_file()
-        self.path = Path(expand_heartbeat_path(template, str(c.hostname)))
+        self.app_name = str(c.app.main or "")
+        self.path = Path(expand_heartbeat_path(template, str(c.hostname), self.app_name))
         self.hostname = str(c.hostname)
         self.started_at = time.time()
         #: A starting worker gets ``max_age_s`` to prove it consumes (a probe grace period).
@@ -148,6 +149,12 @@ class Heartbeat(bootsteps.StartStopStep):
         self._redis_key: str | None = None
         self._stuck_logged = False
         self._warn_if_shared()
+        # The file exists from worker init (not ready, inside the start-up grace): a probe
+        # between now and the consumer's start must not fail for want of a file.
+        try:
+            self._write(c, self.started_at, ready=False)
+        except OSError as exc:
+            logger.warning("celery_kit heartbeat: cannot write %s: %s", self.path, exc)
 
     # lifecycle (the consumer stops and restarts its steps on every broker reconnect) ------
 
@@ -228,8 +235,10 @@ class Heartbeat(bootsteps.StartStopStep):
         address = None
         if conn is not None and conn.hostname:
             address = [conn.hostname, int(conn.port or conn.transport.default_port)]
+        consumer = getattr(c, "task_consumer", None)
         beat = {
             "version": HEARTBEAT_VERSION,
+            "app": self.app_name,
             "hostname": self.hostname,
             "pid": os.getpid(),
             "started_at": self.started_at,
@@ -241,9 +250,7 @@ class Heartbeat(bootsteps.StartStopStep):
             "interval_s": self.conf.interval_s,
             "max_age_s": self.conf.max_age_s,
             "broker_address": address,
-            "queues": sorted(q.name for q in c.task_consumer.queues)
-            if c.task_consumer is not None
-            else [],
+            "queues": sorted(q.name for q in consumer.queues) if consumer is not None else [],
         }
         data = json.dumps(beat)
         self.path.parent.mkdir(parents=True, exist_ok=True)

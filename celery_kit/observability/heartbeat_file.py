@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -24,24 +25,46 @@ __all__ = [
 HEARTBEAT_VERSION = 1
 #: Read by the stand-alone probe when ``--file`` is not given (same name as the setting).
 HEARTBEAT_FILE_ENV = "CELERY_KIT_HEALTH__HEARTBEAT_FILE"
-#: File name of the default heartbeat, in the temporary directory.
-DEFAULT_HEARTBEAT_NAME = "celery-kit-%n.heartbeat.json"
+#: File name of the default heartbeat, in the temporary directory: scoped by app name
+#: (``%a``) and node name (``%n``), so workers of other projects on the host never match.
+DEFAULT_HEARTBEAT_NAME = "celery-kit-%a-%n.heartbeat.json"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def default_heartbeat_file() -> str:
-    """``<temp dir>/celery-kit-%n.heartbeat.json`` (``%n``: the worker's node name)."""
+    """``<temp dir>/celery-kit-%a-%n.heartbeat.json`` (``%a``: app name, ``%n``: node name)."""
     return os.path.join(tempfile.gettempdir(), DEFAULT_HEARTBEAT_NAME)
 
 
-def expand_heartbeat_path(template: str, hostname: str) -> str:
-    """Replace ``%n`` (node name, ``celery`` in ``celery@host``) and ``%h`` (full name)."""
+def _app_part(app_name: str) -> str:
+    return _UNSAFE.sub("_", app_name) or "app"
+
+
+def expand_heartbeat_path(template: str, hostname: str, app_name: str = "") -> str:
+    """Replace ``%a`` (the app's name), ``%n`` (node name, ``celery`` in ``celery@host``) and
+    ``%h`` (full node name)."""
     node = hostname.split("@", 1)[0]
-    return template.replace("%n", node).replace("%h", hostname)
+    path = template.replace("%n", node).replace("%h", hostname)
+    return path.replace("%a", _app_part(app_name)) if "%a" in path else path
 
 
-def heartbeat_files(template: str) -> list[Path]:
-    """The existing heartbeat files ``template`` names (``%n``/``%h`` match any worker)."""
-    if "%n" in template or "%h" in template:
-        pattern = glob.escape(template).replace("%n", "*").replace("%h", "*")
-        return sorted(Path(p) for p in glob.glob(pattern))
-    return [Path(template)] if Path(template).exists() else []
+def heartbeat_files(
+    template: str, *, node: str | None = None, app_name: str | None = None
+) -> list[Path]:
+    """The existing heartbeat files ``template`` names.
+
+    Args:
+        template: a path, or a template with ``%a``/``%n``/``%h``.
+        node: only this worker (``celery`` or ``celery@host``); ``None``: any worker.
+        app_name: only this app's workers; ``None``: any app.
+    """
+    pattern = glob.escape(template)
+    if app_name:
+        pattern = pattern.replace("%a", glob.escape(_app_part(app_name)))
+    if node:
+        short = node.split("@", 1)[0]
+        full = node if "@" in node else f"{node}@*"
+        pattern = pattern.replace("%n", glob.escape(short)).replace("%h", full)
+    pattern = pattern.replace("%a", "*").replace("%n", "*").replace("%h", "*")
+    return sorted(Path(p) for p in glob.glob(pattern))  # a plain path is its own pattern

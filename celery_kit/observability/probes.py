@@ -124,22 +124,35 @@ def probe(
     file: str | None = None,
     max_age_s: float | None = None,
     now: float | None = None,
+    node: str | None = None,
+    app_name: str | None = None,
 ) -> ProbeResult:
-    """Run a probe against every heartbeat matching ``file`` (all must pass).
+    """Run a probe against the heartbeat of the worker asked about.
 
     Args:
         kind: ``"liveness"`` or ``"readiness"``.
-        file: heartbeat path or ``%n`` template; default: the default heartbeat file.
+        file: heartbeat path or template (``%a``/``%n``); default: the default heartbeat
+            file. With a template of the user's, every matching worker must pass.
         max_age_s: override of the worker's ``health.max_age_s``.
         now: the current epoch time (tests).
+        node: only this worker's heartbeat (``celery`` or ``celery@host``).
+        app_name: only heartbeats of this app (the default file is scoped by app name).
     """
     template = file or default_heartbeat_file()
-    paths = heartbeat_files(template)
+    paths = heartbeat_files(template, node=node, app_name=app_name)
+    state = "live" if kind == "liveness" else "ready"
     if not paths:
         return ProbeResult(
             False,
-            f"NOT {'live' if kind == 'liveness' else 'ready'}: no heartbeat at {template}"
-            " (worker not started yet, health.enabled off, or another heartbeat_file)",
+            f"NOT {state}: no heartbeat at {template} (app {app_name or 'any'}, node"
+            f" {node or 'any'}): worker not started yet, health.enabled off, or another"
+            " heartbeat_file",
+        )
+    if len(paths) > 1 and file is None:
+        return ProbeResult(
+            False,
+            f"NOT {state}: {len(paths)} workers' heartbeats match ({', '.join(map(str, paths))});"
+            " name the worker to probe with --node NODE (and --app-name APP), or --file",
         )
     check = check_liveness if kind == "liveness" else check_readiness
     results = []
@@ -166,9 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode.add_argument("--readiness", action="store_const", const="readiness", dest="kind")
     parser.add_argument("--file", help=f"heartbeat file or %%n template (env {HEARTBEAT_FILE_ENV})")
     parser.add_argument("--max-age", type=float, help="seconds (default: the worker's setting)")
+    parser.add_argument("--node", help="only this worker (node name, e.g. celery or celery@host)")
+    parser.add_argument("--app-name", help="only this app's workers (make_app's name)")
     args = parser.parse_args(argv)
     file = args.file or os.environ.get(HEARTBEAT_FILE_ENV) or None
-    result = probe(args.kind, file=file, max_age_s=args.max_age)
+    result = probe(
+        args.kind, file=file, max_age_s=args.max_age, node=args.node, app_name=args.app_name
+    )
     print(result.message)
     return 0 if result.ok else 1
 

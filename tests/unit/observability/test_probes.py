@@ -189,3 +189,42 @@ def test_bad_health_settings_are_refused() -> None:
         Settings(_environ={}, health={"interval_s": 10, "max_age_s": 15})
     with pytest.raises(ConfigError, match="broker_timeout_s"):
         Settings(_environ={}, health={"interval_s": 1, "broker_timeout_s": 1})
+
+
+def test_default_heartbeat_is_scoped_by_app_and_node() -> None:
+    from celery_kit.observability.heartbeat_file import default_heartbeat_file
+
+    path = expand_heartbeat_path(default_heartbeat_file(), "w1@host", "proj.app")
+    assert path.endswith("celery-kit-proj.app-w1.heartbeat.json")
+
+
+def test_probe_checks_only_the_worker_it_is_asked_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from celery_kit.observability.heartbeat_file import default_heartbeat_file
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    template = default_heartbeat_file()
+
+    def write(app: str, host: str, **fields: object) -> None:
+        path = Path(expand_heartbeat_path(template, host, app))
+        path.write_text(json.dumps(beat(hostname=host, **fields)))
+
+    # Given a healthy worker of ours, and a dead worker of another project on the same host
+    write("ours", "w1@h")
+    write("theirs", "w1@h", consuming_at=0)
+    # Then the probe asked about our worker passes, whatever the other project's state
+    assert probe("liveness", app_name="ours", now=NOW).ok
+    assert probe("liveness", app_name="ours", node="w1", now=NOW).ok
+    assert not probe("liveness", app_name="theirs", now=NOW).ok
+    # And without saying which worker, it refuses to guess instead of mixing them
+    unnamed = probe("liveness", now=NOW)
+    assert not unnamed.ok
+    assert "2 workers' heartbeats match" in unnamed.message
+    # A second worker of ours: the node picks one
+    write("ours", "w2@h", consuming_at=0)
+    assert probe("liveness", app_name="ours", node="w1@h", now=NOW).ok
+    assert not probe("liveness", app_name="ours", node="w2", now=NOW).ok
+    assert probe_main(["--liveness", "--app-name", "theirs", "--node", "nosuch"]) == 1
