@@ -225,9 +225,13 @@ class Heartbeat(bootsteps.StartStopStep):
         self.reason = verdict.reason
         if verdict.broker_ok:
             self.broker_ok_at = now
-        if verdict.stuck and not self._stuck_logged:
+        if not verdict.stuck:
+            self._stuck_logged = False
+        elif not self._stuck_logged and now - self.started_at > self.conf.max_age_s:
+            # Inside the start-up grace a worker that has not taken its first message yet
+            # is not stuck (the probes pass then too): warn only when it means something.
             logger.warning("celery_kit heartbeat: %s", verdict.reason)
-        self._stuck_logged = verdict.stuck
+            self._stuck_logged = True
         return verdict.ready, verdict.proof
 
     def _write(self, c: Any, now: float, ready: bool) -> None:

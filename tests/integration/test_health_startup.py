@@ -45,3 +45,18 @@ def test_heartbeat_exists_from_worker_init_before_the_broker_answers(tmp_path: P
         assert run_probe("readiness", beat)[0] == 1
     finally:
         stop_process(worker, signal.SIGTERM, group=True, timeout_s=10)
+
+
+def test_no_not_consuming_warning_when_messages_wait_at_start(
+    kit_redis_url: str, kit_worker, tmp_path: Path
+) -> None:
+    env = obs_env(kit_redis_url, kit_redis_url, tmp_path, max_age_s=30)
+    # Given messages already waiting in the queue
+    app = producer(env)
+    results = [app.send_task("kit_observe.pid") for _ in range(20)]
+    # When a worker starts and works through them
+    worker = kit_worker("kit_observe", env=env, concurrency=2, pythonpath=[APPS])
+    for result in results:
+        result.get(timeout=30)
+    # Then it never claimed not to be consuming
+    assert "not consuming" not in worker.log_text()
