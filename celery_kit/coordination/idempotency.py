@@ -7,8 +7,9 @@ reserved at publish time). The success path costs two round trips: claim, comple
 
 What happens when things die:
 
-* duplicate delivery while a run holds the claim: the duplicate does not run; it is
-  deferred until the lease could have expired and then returns the stored result;
+* duplicate delivery while a run holds the claim: the duplicate does not run; it polls
+  the claim briefly, then is deferred with a short capped countdown, and returns the
+  stored result soon after the holder finished (``celery_kit.tasks.duplicates``);
 * run finished: later deliveries return the stored result (``result_ttl_s``);
 * body raised: the claim is released at once, so a retry can claim it;
 * holder SIGKILLed (pool child or whole worker): nobody renews the lease, it expires

@@ -34,6 +34,7 @@ from celery_kit.exceptions import (
     TaskOptionError,
 )
 from celery_kit.state import settings_of
+from celery_kit.tasks.duplicates import await_holder, duplicate_countdown
 from celery_kit.tasks.retry import after_failure, max_retries
 
 if TYPE_CHECKING:
@@ -156,9 +157,20 @@ def _admit(
         outcome = claim.claim(task_id=str(request.id), lease_s=lease_s)
         if outcome.state == "done":
             logger.info("celery_kit: %s[%s]: %s already done", task.name, request.id, key)
+        elif outcome.state == "busy":
+            logger.info(
+                "celery_kit: %s[%s]: %s is being run by task %s; waiting for its result",
+                task.name,
+                request.id,
+                key,
+                outcome.holder,
+            )
+            outcome = await_holder(claim, str(request.id), lease_s)
+        if outcome.state == "done":
             return outcome.result
         if outcome.state == "busy":
-            wait = min(max(outcome.pttl_ms / 1000.0, 0.2), lease_s) * random.uniform(1.0, 1.2)
+            deferrals = int((request.headers or {}).get(DEFERRALS, 0))
+            wait = duplicate_countdown(deferrals, lease_s)
             defer(task, wait, f"{key} is being run by task {outcome.holder}")
         held.claim = claim
         held.lease = kr.keeper.keep(
