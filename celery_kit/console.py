@@ -11,6 +11,7 @@ Elsewhere (tests, a web process importing the app) the exception propagates unch
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,7 +19,14 @@ from contextlib import contextmanager
 
 from celery_kit.exceptions import CeleryKitError
 
-__all__ = ["DEBUG_ENV", "EXIT_CONFIG", "error_block", "refusals", "show_traceback"]
+__all__ = [
+    "DEBUG_ENV",
+    "EXIT_CONFIG",
+    "caller_reports",
+    "error_block",
+    "refusals",
+    "show_traceback",
+]
 
 #: Exit status of a process the kit refused to start (configuration, task options,
 #: start-up checks). Documented in the README; ``click`` uses 2 for usage errors too.
@@ -29,6 +37,22 @@ DEBUG_ENV = "CELERY_KIT_DEBUG"
 
 #: Command names whose processes get the short block instead of a traceback.
 _COMMANDS = frozenset({"celery", "celery-kit"})
+
+#: Set while a command that reports kit errors itself (``kit check``) loads the app.
+_CALLER_REPORTS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "celery_kit_caller_reports", default=False
+)
+
+
+@contextmanager
+def caller_reports() -> Iterator[None]:
+    """Within this block kit errors propagate even on the command line: the caller
+    (e.g. ``kit check``, which lists every refusal) reports them its own way."""
+    token = _CALLER_REPORTS.set(True)
+    try:
+        yield
+    finally:
+        _CALLER_REPORTS.reset(token)
 
 
 def show_traceback(
@@ -68,7 +92,7 @@ def refusals() -> Iterator[None]:
     try:
         yield
     except CeleryKitError as exc:
-        if show_traceback() or not _under_command_line():
+        if show_traceback() or _CALLER_REPORTS.get() or not _under_command_line():
             raise
         sys.stdout.flush()
         print(error_block(exc), file=sys.__stderr__ or sys.stderr, flush=True)

@@ -49,10 +49,12 @@ def _load(ctx: click.Context, given: str | None) -> tuple[Celery, str]:
 
 def _subject(ctx: click.Context, app: Celery, ref: str, *, tasks: bool) -> Any:
     """The rules' view of ``app``; exit 2 with one line when its task modules fail to import."""
+    from celery_kit.console import caller_reports
     from celery_kit.doctor.subject import subject_of
 
     try:
-        return subject_of(app, tasks=tasks)
+        with caller_reports():  # a task the kit refuses is reported here, not as the block
+            return subject_of(app, tasks=tasks)
     except Exception as exc:  # an import error, or a task the kit refuses at definition
         first = (str(exc).strip().splitlines() or [""])[0]
         click.echo(

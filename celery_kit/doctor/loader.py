@@ -6,6 +6,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from celery_kit.console import caller_reports
 from celery_kit.exceptions import CeleryKitError
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ def load_app(ref: str) -> Celery:
         sys.path.insert(0, "")  # like `celery -A`: the app module is found from the cwd
     try:
         try:
-            app = find_app(ref)
+            with caller_reports():  # make_app's refusal reaches us, not the short block
+                app = find_app(ref)
         except ValueError as exc:  # Celery wraps import-time errors ("Couldn't import")
             raise _kit_cause(exc) or exc from None
     except CeleryKitError as exc:

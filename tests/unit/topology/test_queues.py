@@ -212,7 +212,7 @@ def test_unknown_queues_are_refused_at_publish_not_created() -> None:
         ({"queues": {"q": {"default_priority": 10}}}, r"queues\.q\.default_priority"),
         ({"queues": {"q": {"max_priority": 0}}}, r"queues\.q\.max_priority"),
         ({"queues": {"q": {"arguments": {"x-max-priority": 3}}}}, "set `max_priority`"),
-        ({"queues": {"q": {"priorty": 3}}}, "did you mean `priority`"),
+        ({"queues": {"q": {"priorty": 3}}}, "did you mean `queues.q.priority`"),
         ({"queues": {"a:b": {}}}, "queue name 'a:b'"),
     ],
 )

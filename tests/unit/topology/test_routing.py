@@ -132,7 +132,7 @@ def test_an_unknown_queue_at_publish_time_is_refused() -> None:
         ({"p.*": {"queue": "bulk", "priority": "high"}}, "'bulk' carries no priorities"),
         ({"p.*": {"queue": "low", "priority": 12}}, r"routes\.p\.\*\.priority` = 12 .* got 12"),
         ({"p.*": {}}, "a route needs a queue, a priority, or both"),
-        ({"p.*": {"queue": "low", "prio": 3}}, "did you mean `priority`"),
+        ({"p.*": {"queue": "low", "prio": 3}}, r"did you mean `routes.p.\*.priority`"),
     ],
 )
 def test_bad_routes_are_refused_at_startup(routes: dict[str, Any], message: str) -> None:

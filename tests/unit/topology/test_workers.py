@@ -115,7 +115,7 @@ def test_max_prefetch_multiplier() -> None:
         ({"autoscale": {"max": 4}, "pool": "threads"}, "autoscale needs the prefork pool"),
         ({"prefetch_multiplier": 0}, r"workers\.w\.prefetch_multiplier"),
         ({"kind": "batch"}, r"workers\.w\.kind"),
-        ({"concurency": 2}, "did you mean `concurrency`"),
+        ({"concurency": 2}, "did you mean `workers.w.concurrency`"),
     ],
 )
 def test_bad_profiles_are_refused(values: dict[str, Any], message: str) -> None:
