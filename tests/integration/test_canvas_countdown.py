@@ -35,7 +35,7 @@ def setup(kit_redis_server: RedisServer) -> tuple[Any, redis.Redis]:
     }
     app = make_app("canvasproj", settings=Settings(_environ=env))
 
-    @app.task(name="canvasproj.add")
+    @app.task(name="canvasproj.add", shared=False)
     def add(*numbers: int) -> int:
         return sum(numbers)
 
