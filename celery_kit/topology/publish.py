@@ -92,12 +92,15 @@ def canvas_delays(
         return
     if not isinstance(node, Mapping):
         return
-    own = {**(node.get("options") or {}), **(options or {})}
-    name = str(node.get("task") or node.get("subtask_type") or "canvas")
+    own = node.get("options") or {}
+    if options:
+        own = {**own, **options}
     if own.get("countdown") is not None or own.get("eta") is not None:
+        name = str(node.get("task") or node.get("subtask_type") or "canvas")
         yield name, own.get("countdown"), own.get("eta")
     for key in _EMBEDDED:
-        yield from canvas_delays(own.get(key))
+        if own.get(key):
+            yield from canvas_delays(own[key])
     kwargs = node.get("kwargs") or {}
     kind = node.get("subtask_type")
     if kind in ("group", "chain"):
