@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from celery_kit.config import defaults as d
 from celery_kit.config.urls import REDIS_SCHEMES, check_redis_url, scheme
+from celery_kit.masking import mask
 
 __all__ = [
     "BrokerSettings",
@@ -27,6 +28,11 @@ class KitModel(BaseModel):
     """Base of every section: unknown keys refused, values frozen and validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    def __repr_args__(self) -> Any:
+        """``repr``/``str`` show secrets masked (URL passwords, secret-named fields)."""
+        for name, value in super().__repr_args__():
+            yield name, mask(value, key=name or "")
 
 
 class TaskLimits(KitModel):

@@ -50,6 +50,7 @@ from celery_kit.config.urls import (
 from celery_kit.config.urls import (
     scheme as url_scheme,
 )
+from celery_kit.masking import mask
 
 __all__ = ["Settings"]
 
@@ -74,6 +75,11 @@ class Settings(BaseSettings):
         frozen=True,
         validate_default=True,
     )
+
+    def __repr_args__(self) -> Any:
+        """``repr``/``str`` show secrets masked (URL passwords, secret-named fields)."""
+        for name, value in super().__repr_args__():
+            yield name, mask(value, key=name or "")
 
     broker_url: str = "redis://127.0.0.1:6379/0"
     #: ``None``: the broker's Redis when the broker is Redis, else results are disabled.

@@ -118,3 +118,18 @@ def test_secret_never_reaches_the_worker_log(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "sqs" in done.stderr
     assert SECRET not in done.stdout + done.stderr
+
+
+def test_settings_repr_masks_secrets() -> None:
+    from celery_kit import Settings
+
+    settings = Settings(
+        _environ={},
+        broker_url=f"redis://:{SECRET}@cache:6379/0",
+        result_backend=f"redis://:{SECRET}@cache:6379/1",
+        celery_overrides={"broker_transport_options": {"sentinel_kwargs": {"password": SECRET}}},
+    )
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+    assert SECRET not in repr(settings.redis)
+    assert f"redis://:{MASK}@cache:6379/0" in repr(settings)
