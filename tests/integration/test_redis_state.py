@@ -108,7 +108,7 @@ def test_every_key_the_kit_writes_is_namespaced_and_expires(kit_redis_url: str) 
     for _ in range(5):
         limiter.try_acquire(max_wait_s=5)
     DeadLetterStore(app).add(_entry("x"))
-    kr.run(_COUNT, [kr.keys.worker_lost("x")], [60_000])
+    kr.run(_COUNT, [kr.keys.worker_running("x"), kr.keys.worker_lost("x")], [60_000])
     keys = sorted(k.decode() for k in client.scan_iter("*"))
     assert len(keys) == 8, keys
     assert all(k.startswith("celery_kit:") for k in keys)
