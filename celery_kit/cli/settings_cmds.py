@@ -45,6 +45,15 @@ def config_cmd(ctx: click.Context, as_json: bool) -> None:
     width = max(len(k) for k, _, _ in rows)
     for key, value, origin in rows:
         click.echo(f"{key:<{width}}  {_render(value)}  [{origin}]")
+    if settings.uses_kit_transport:
+        from celery_kit.config.renewal import kit_visibility_timeout, renewal_budget
+
+        timeout = kit_visibility_timeout(settings, settings.broker.visibility_timeout_s)
+        click.echo("\nbroker transport: kit (celery_kit.transport; broker.transport)")
+        click.echo(f"redelivery: {renewal_budget(settings).explain(timeout)}")
+        return
+    if settings.is_redis_broker:
+        click.echo('\nbroker transport: kombu (broker.transport = "kombu")')
     budget = redelivery_budget(settings, conf)
     click.echo(f"\nredelivery budget: {budget.explain()}")
 

@@ -15,6 +15,7 @@ from celery_kit.config import defaults as d
 from celery_kit.config.entries import ConfEntry, RedeliveryBudget
 from celery_kit.config.overrides import apply_overrides
 from celery_kit.config.profiles import max_prefetch_multiplier
+from celery_kit.config.renewal import check_tls, kit_visibility_timeout
 from celery_kit.config.router import KitRouter
 from celery_kit.config.rules import evaluate
 from celery_kit.config.rules.celery_view import kit_subject
@@ -179,18 +180,10 @@ def _derive_redelivery(settings: Settings, conf: dict[str, ConfEntry]) -> None:
         given_transport.source,
     )
     if settings.is_redis_broker:
-        budget = redelivery_budget(settings, conf)
-        given = settings.broker.visibility_timeout_s or options.get("visibility_timeout")
-        given = _seconds(given, "broker_transport_options.visibility_timeout")
-        if given is not None and given < budget.required_s:
-            raise ConfigError(
-                f"broker.visibility_timeout_s = {float(given):g} s is too short: a message"
-                f" can stay unacknowledged for {budget.explain()}, and Redis would hand it"
-                " to a second worker while the first still runs it. Remove the setting to"
-                " let the kit derive it, or raise it to at least"
-                f" {budget.required_s:g} s, or lower the limits/countdowns."
-            )
-        timeout = float(given) if given is not None else budget.required_s
+        if settings.uses_kit_transport:
+            timeout = _derive_kit_transport(settings, conf, options)
+        else:
+            timeout = _budget_visibility(settings, conf, options)
         origin = settings.origin_of("broker.visibility_timeout_s") or _DERIVED
         options.setdefault("health_check_interval", settings.broker.health_check_interval_s)
         options["visibility_timeout"] = timeout
@@ -218,6 +211,39 @@ def _derive_redelivery(settings: Settings, conf: dict[str, ConfEntry]) -> None:
             )
         options.setdefault("confirm_publish", settings.broker.confirm_publish)
         conf["broker_transport_options"] = ConfEntry(options, transport.origin, transport.source)
+
+
+def _budget_visibility(
+    settings: Settings, conf: dict[str, ConfEntry], options: dict[str, Any]
+) -> float:
+    """kombu's transport: the visibility timeout must cover the whole redelivery budget."""
+    budget = redelivery_budget(settings, conf)
+    given = settings.broker.visibility_timeout_s or options.get("visibility_timeout")
+    given = _seconds(given, "broker_transport_options.visibility_timeout")
+    if given is not None and given < budget.required_s:
+        raise ConfigError(
+            f"broker.visibility_timeout_s = {float(given):g} s is too short: a message"
+            f" can stay unacknowledged for {budget.explain()}, and Redis would hand it"
+            " to a second worker while the first still runs it. Remove the setting to"
+            " let the kit derive it, or raise it to at least"
+            f" {budget.required_s:g} s, or lower the limits/countdowns."
+        )
+    return float(given) if given is not None else budget.required_s
+
+
+def _derive_kit_transport(
+    settings: Settings, conf: dict[str, ConfEntry], options: dict[str, Any]
+) -> float:
+    """``broker_transport`` = the kit's; visibility timeout from the renewal interval."""
+    origin = settings.origin_of("broker.transport") or _DEFAULT
+    conf.setdefault("broker_transport", ConfEntry(d.KIT_TRANSPORT, origin, "broker.transport"))
+    check_tls(settings, tls_configured="broker_use_ssl" in conf)
+    options.setdefault("renewal_interval", settings.broker.renewal_interval_s)
+    options.setdefault("restore_interval", settings.broker.restore_interval_s)
+    given = settings.broker.visibility_timeout_s or options.get("visibility_timeout")
+    return kit_visibility_timeout(
+        settings, _seconds(given, "broker_transport_options.visibility_timeout")
+    )
 
 
 def _rule_problems(conf: dict[str, ConfEntry], rule_ids: tuple[str, ...]) -> list[str]:

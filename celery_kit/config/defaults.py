@@ -16,11 +16,14 @@ __all__ = [
     "DEFAULT_TIMEZONE",
     "DJANGO_FALLBACKS",
     "DOCUMENTED_EXTRA_KEYS",
+    "KIT_TRANSPORT",
     "MAX_COUNTDOWN_S",
     "MAX_MESSAGE_BYTES",
     "MAX_MESSAGE_BYTES_CEILING",
     "MIN_MESSAGE_BYTES",
     "RABBITMQ_CONSUMER_TIMEOUT_S",
+    "RENEWAL_INTERVAL_S",
+    "RESTORE_INTERVAL_S",
     "RETRY_BACKOFF_MAX_S",
     "SAFE_DEFAULTS",
     "SHARED_NAMES",
@@ -253,6 +256,16 @@ MAX_MESSAGE_BYTES_CEILING = 512 * 1024 * 1024
 
 #: Added on top of the computed worst case before a message may be redelivered.
 VISIBILITY_MARGIN_S = 300.0
+
+#: ``broker_transport`` for Redis brokers under ``broker.transport = "kit"``.
+KIT_TRANSPORT = "celery_kit.transport.redis:Transport"
+
+#: Kit Redis transport: a worker renews every message it holds this often; the visibility
+#: timeout is derived from it (celery_kit.config.renewal).
+RENEWAL_INTERVAL_S = 15.0
+
+#: Kit Redis transport: how often a worker looks for expired messages to restore.
+RESTORE_INTERVAL_S = 2.0
 
 #: RabbitMQ's default ``consumer_timeout`` (30 min since 3.8.15): a delivery left
 #: unacknowledged longer than this closes the channel and requeues everything on it.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -111,6 +111,13 @@ class BrokerSettings(KitModel):
     confirm_publish: bool = True
     #: Extra kombu transport options, merged under the kit's derived ones.
     transport_options: dict[str, Any] = Field(default_factory=dict)
+    #: Redis only: ``kit`` (atomic consume, renewal of held messages, prompt restore; see
+    #: docs/reliability.md) or ``kombu`` (kombu's transport, timeout from the budget).
+    transport: Literal["kit", "kombu"] = "kit"
+    #: Kit transport: how often a worker renews every message it holds.
+    renewal_interval_s: float = Field(default=d.RENEWAL_INTERVAL_S, gt=0)
+    #: Kit transport: how often a worker looks for expired messages to restore.
+    restore_interval_s: float = Field(default=d.RESTORE_INTERVAL_S, gt=0)
 
 
 class SerializationSettings(KitModel):

@@ -152,6 +152,11 @@ class Settings(BaseSettings):
         return self.broker_scheme in REDIS_SCHEMES
 
     @property
+    def uses_kit_transport(self) -> bool:
+        """True when the broker is Redis and the kit's transport consumes from it."""
+        return self.is_redis_broker and self.broker.transport == "kit"
+
+    @property
     def is_amqp_broker(self) -> bool:
         """True when the broker is RabbitMQ (``consumer_timeout`` applies)."""
         return self.broker_scheme in AMQP_SCHEMES

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ class RedisServer:
         workdir: Directory for its files and logfile; a temp dir removed by :meth:`stop`
             if omitted.
         startup_timeout_s: How long to wait for PING to answer after spawning.
+        extra_args: More ``redis-server`` options, e.g. ``("--appendonly", "yes")``.
     """
 
     def __init__(
@@ -86,7 +88,9 @@ class RedisServer:
         executable: str | None = None,
         workdir: str | os.PathLike[str] | None = None,
         startup_timeout_s: float = 10.0,
+        extra_args: Sequence[str] = (),
     ) -> None:
+        self._extra_args = list(extra_args)
         self._executable = executable
         self._workdir = Path(workdir) if workdir is not None else None
         self._owns_workdir = workdir is None
@@ -133,6 +137,12 @@ class RedisServer:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
+    def kill(self) -> None:
+        """SIGKILL the server (no clean shutdown) and keep its files; :meth:`start` brings
+        it back on the same port."""
+        if self._proc is not None:
+            stop_process(self._proc, None, group=True, timeout_s=0.0)
+
     def restart(self, *, down_for_s: float = 0.0) -> None:
         """Stop the server, stay down ``down_for_s``, then start it again on the SAME port."""
         if not self.port:
@@ -157,7 +167,7 @@ class RedisServer:
         exe = self._executable or find_redis_server()
         argv = [exe, "--port", str(port), "--bind", _HOST, "--protected-mode", "no", "--save", ""]
         argv += ["--appendonly", "no", "--databases", str(_DATABASES), "--dir", str(log.parent)]
-        argv += ["--logfile", str(log), "--daemonize", "no"]
+        argv += ["--logfile", str(log), "--daemonize", "no", *self._extra_args]
         self._proc = proc = popen(argv, log.with_suffix(".stdio"), start_new_session=True)
         deadline = time.monotonic() + self._startup_timeout_s
         while not wait_exited(proc, 0.0) and time.monotonic() < deadline:

@@ -28,7 +28,9 @@ def test_make_app_returns_plain_celery_with_settings() -> None:
 
 def test_two_apps_keep_their_own_settings() -> None:
     a = app_with(tasks={"soft_time_limit_s": 5, "time_limit_s": 10}, timezone="Europe/Paris")
-    b = app_with(tasks={"soft_time_limit_s": 50, "time_limit_s": 100})
+    b = app_with(
+        tasks={"soft_time_limit_s": 50, "time_limit_s": 100}, broker={"transport": "kombu"}
+    )
     assert (a.conf.task_time_limit, b.conf.task_time_limit) == (10, 100)
     assert (a.conf.timezone, b.conf.timezone) == ("Europe/Paris", "UTC")
     assert settings_of(a) is not settings_of(b)
@@ -89,7 +91,7 @@ def test_check_delay_boundaries() -> None:
 
 
 def test_task_time_limit_above_budget_refused_when_app_finalizes() -> None:
-    app = app_with()
+    app = app_with(broker={"transport": "kombu"})
 
     @app.task(name="t.slow", time_limit=5000, soft_time_limit=4000, shared=False)
     def slow() -> None: ...
@@ -109,7 +111,10 @@ def test_task_soft_limit_above_hard_refused_when_app_finalizes() -> None:
 
 
 def test_task_limit_declared_in_config_is_accepted() -> None:
-    app = app_with(tasks={"limits": {"t.slow": {"soft_time_limit_s": 4000, "time_limit_s": 5000}}})
+    app = app_with(
+        tasks={"limits": {"t.slow": {"soft_time_limit_s": 4000, "time_limit_s": 5000}}},
+        broker={"transport": "kombu"},
+    )
 
     @app.task(name="t.slow", time_limit=5000, soft_time_limit=4000, shared=False)
     def slow() -> None: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from celery_kit.config.defaults import KIT_TRANSPORT
 from celery_kit.config.defaults import CeleryKeys as K
 from celery_kit.config.rules.model import Evidence, Subject, TaskInfo
 
@@ -16,6 +17,7 @@ __all__ = [
     "late_acked",
     "priorities_in_use",
     "redelivery_window",
+    "renews_held_messages",
     "seconds",
 ]
 
@@ -92,9 +94,15 @@ def redelivery_window(subject: Subject) -> tuple[float, Evidence]:
     return value, Evidence("rabbitmq consumer_timeout", value, origin)
 
 
+def renews_held_messages(subject: Subject) -> bool:
+    """The kit's Redis transport renews every message a worker holds (prefetched, waiting
+    for its ETA, running): no time limit or delay has to fit its visibility timeout."""
+    return subject.uses_redis and subject.get(K.broker_transport) == KIT_TRANSPORT
+
+
 def has_redelivery_window(subject: Subject) -> bool:
     """The broker redelivers (or drops the channel of) a long-unacked delivery."""
-    return subject.uses_redis or subject.uses_amqp
+    return (subject.uses_redis and not renews_held_messages(subject)) or subject.uses_amqp
 
 
 def priorities_in_use(subject: Subject) -> list[Evidence]:

@@ -31,6 +31,7 @@ def test_config_shows_values_origins_and_masks_secrets() -> None:
     settings = Settings(
         _environ={"CELERY_KIT_TASKS__TIME_LIMIT_S": "900"},
         broker_url="redis://:hunter2@127.0.0.1:6399/0",
+        broker={"transport": "kombu"},
         celery_overrides={"worker_send_task_events": True},
     )
     app = make_app("t", settings=settings)
@@ -45,6 +46,17 @@ def test_config_shows_values_origins_and_masks_secrets() -> None:
     assert "1800" in line
     assert line.endswith("[derived]")
     assert "redelivery budget: 900 s hard limit" in out
+    assert "broker transport: kombu" in out
+
+
+def test_config_says_the_kit_transport_is_in_use_and_why_the_timeout_is_short() -> None:
+    app = make_app("t", settings=Settings(_environ={}, broker_url="redis://127.0.0.1:6399/0"))
+    result = CliRunner().invoke(kit, ["config"], obj=SimpleNamespace(app=app))
+    assert result.exit_code == 0, result.output
+    line = next(li for li in result.output.splitlines() if li.startswith("broker_transport "))
+    assert "celery_kit.transport.redis:Transport" in line
+    assert "broker transport: kit" in result.output
+    assert "visibility timeout 60 s (4 x 15 s renewal interval" in result.output
 
 
 def test_config_json() -> None:

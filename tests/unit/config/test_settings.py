@@ -98,7 +98,7 @@ def test_visibility_timeout_derived_into_all_three_places() -> None:
             "retry_backoff_max_s": 40,
         },
         worker={"prefetch_multiplier": 2},
-        broker={"visibility_margin_s": 10},
+        broker={"visibility_margin_s": 10, "transport": "kombu"},
     )
     conf = s.celery_conf()
     expected = 100 * 2 + 40 + 10
@@ -111,6 +111,7 @@ def test_per_task_limits_feed_the_budget() -> None:
     s = load(
         broker_url=REDIS,
         tasks={"limits": {"proj.slow": {"soft_time_limit_s": 1000, "time_limit_s": 1200}}},
+        broker={"transport": "kombu"},
     )
     conf = s.celery_conf()
     assert conf["task_annotations"] == {"proj.slow": {"soft_time_limit": 1000, "time_limit": 1200}}
@@ -140,7 +141,9 @@ def test_override_is_applied_last_and_marked() -> None:
 
 
 def test_override_of_time_limit_moves_the_derived_visibility() -> None:
-    conf = load(broker_url=REDIS, celery_overrides={"task_time_limit": 1000}).celery_conf()
+    conf = load(
+        broker_url=REDIS, broker={"transport": "kombu"}, celery_overrides={"task_time_limit": 1000}
+    ).celery_conf()
     assert conf["task_time_limit"] == 1000
     assert conf["visibility_timeout"] == 1000 + 600 + 300
 
@@ -201,8 +204,23 @@ BAD: list[tuple[str, dict, str]] = [
     ),
     (
         "visibility-too-short",
-        {"broker_url": REDIS, "broker": {"visibility_timeout_s": 60}},
+        {"broker_url": REDIS, "broker": {"visibility_timeout_s": 60, "transport": "kombu"}},
         "at least 1500 s",
+    ),
+    (
+        "kit-visibility-below-two-renewals",
+        {"broker_url": REDIS, "broker": {"visibility_timeout_s": 20, "renewal_interval_s": 15}},
+        "at least 30 s, or lower broker.renewal_interval_s",
+    ),
+    (
+        "kit-transport-unknown",
+        {"broker_url": REDIS, "broker": {"transport": "fast"}},
+        "transport",
+    ),
+    (
+        "kit-rediss-without-cert-policy",
+        {"broker_url": "rediss://127.0.0.1:6399/0"},
+        "ssl_cert_reqs=required",
     ),
     (
         "amqp-consumer-timeout",

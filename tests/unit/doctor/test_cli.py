@@ -180,7 +180,12 @@ def test_kit_check_reports_every_task_problem_at_once(proj: Path) -> None:
             from celery_kit import make_app
             from celery_kit.config.settings import Settings
 
-            app = make_app("kitproj", settings=Settings(_environ={}, broker_url="redis://h:1/0"))
+            app = make_app(
+                "kitproj",
+                settings=Settings(
+                    _environ={}, broker_url="redis://h:1/0", broker={"transport": "kombu"}
+                ),
+            )
 
             @app.task(name="t.slow", time_limit=5000, soft_time_limit=4000, shared=False)
             def slow(): ...

@@ -49,14 +49,15 @@ def django_app(**overrides: Any) -> Celery:
 
 
 def test_celery_namespace_setting_beats_the_kit_default() -> None:
+    kombu = {"transport": "kombu"}
     with override_settings(CELERY_WORKER_PREFETCH_MULTIPLIER=4, CELERY_RESULT_EXPIRES=60):
-        app = django_app()
+        app = django_app(broker=kombu)
     assert (app.conf.worker_prefetch_multiplier, app.conf.result_expires) == (4, 60)
     assert app.conf.broker_url == DEAD
     origin = settings_of(app).origin_of("celery_overrides.worker_prefetch_multiplier")
     assert str(origin) == "django setting CELERY_WORKER_PREFETCH_MULTIPLIER"
     # the redelivery budget is derived from the effective (Django) prefetch
-    assert app.conf.visibility_timeout > django_app().conf.visibility_timeout
+    assert app.conf.visibility_timeout > django_app(broker=kombu).conf.visibility_timeout
 
 
 def test_unset_keys_keep_kit_defaults_and_stay_live_from_django() -> None:

@@ -247,8 +247,11 @@ def test_queues_replace_the_default_topology_from_env() -> None:
 def test_redelivery_budget_covers_the_largest_profile_prefetch() -> None:
     bulk = {"queues": ["bulk"], "kind": "bulk", "prefetch_multiplier": 8}
     tasks = {"time_limit_s": 60, "soft_time_limit_s": 50}
-    plain = settings(tasks=tasks).celery_conf()["visibility_timeout"]
-    with_bulk = settings(tasks=tasks, workers={"bulk": bulk}).celery_conf()["visibility_timeout"]
+    kombu = {"transport": "kombu"}
+    plain = settings(tasks=tasks, broker=kombu).celery_conf()["visibility_timeout"]
+    with_bulk = settings(tasks=tasks, workers={"bulk": bulk}, broker=kombu).celery_conf()[
+        "visibility_timeout"
+    ]
     assert with_bulk - plain == 60 * (8 - 1)
 
 

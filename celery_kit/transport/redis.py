@@ -1,0 +1,230 @@
+"""The kit's Redis transport: kombu's, with an atomic consume, renewal and prompt restore.
+
+Same keys as kombu's transport. What changes (docs/architecture.md, "Why this consume path"):
+
+- consume: a Lua script pops the first message in priority order AND records it as
+  unacknowledged in one server-side step; when nothing is there, the event loop blocks
+  in ``BRPOP`` on one wake-up list per queue (publishers and restores push a token), with
+  ``wakeup_timeout`` as a fallback for publishers that do not use this transport;
+- a thread per consuming channel renews every message the worker holds and restores
+  expired ones promptly (:mod:`celery_kit.transport.renewal`);
+- the channel keeps its connection parameters, so an ack after a reconnect still works
+  (kombu 5.7 raises ``AttributeError: 'NoneType' object has no attribute 'hostname'``).
+"""
+
+from __future__ import annotations
+
+import logging
+from queue import Empty
+from time import monotonic
+from typing import Any
+
+import redis
+from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+from redis.exceptions import NoScriptError
+
+from celery_kit.transport import restore as _restore
+from celery_kit.transport.qos import KitQoS
+from celery_kit.transport.scripts import ACK, POP, PUBLISH
+
+__all__ = ["Channel", "Transport"]
+
+logger = logging.getLogger(__name__)
+
+#: Malformed payloads moved aside are capped at this many (newest kept).
+_MALFORMED_MAX = 1000
+
+
+class Channel(kombu_redis.Channel):
+    """kombu's Redis channel with the kit's consume, ack, publish and restore paths."""
+
+    QoS = KitQoS
+
+    #: Seconds between renewals of the messages this worker holds.
+    renewal_interval: float = 15.0
+    #: Seconds between checks for expired unacknowledged messages.
+    restore_interval: float = 2.0
+    #: Longest blocking wait for a wake-up token (a message published without the kit's
+    #: transport is noticed within this time).
+    wakeup_timeout: int = 1
+    #: Most messages restored per check.
+    restore_limit: int = 100
+    wake_prefix = "_celery_kit.wake."
+    malformed_key = "_celery_kit.malformed"
+
+    from_transport_options = (
+        *kombu_redis.Channel.from_transport_options,
+        "renewal_interval",
+        "restore_interval",
+        "wakeup_timeout",
+        "restore_limit",
+        "wake_prefix",
+        "malformed_key",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._kit_params: dict[bool, dict[str, Any]] = {}
+        self._kit_phase = "pop"
+        self._kit_popped: list[str] = []
+        self._kit_no_ack: set[str] = set()
+        self._kit_keeper: Any = None
+        super().__init__(*args, **kwargs)
+        self.brpop_timeout = self.wakeup_timeout
+        self._connparams(False)  # remember both parameter sets while the client exists
+        self.kit_redis = redis.Redis(connection_pool=self.pool)
+        self._pop = self.kit_redis.register_script(POP)
+        self._publish = self.kit_redis.register_script(PUBLISH)
+        self._ack = self.kit_redis.register_script(ACK)
+
+    # -- connection parameters survive the connection's collection ---------------------
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        if self.connection.client is None and asynchronous in self._kit_params:
+            return dict(self._kit_params[asynchronous])
+        params = super()._connparams(asynchronous=asynchronous)
+        self._kit_params[asynchronous] = dict(params)
+        return params
+
+    def key(self, name: str) -> str:
+        """``name`` with kombu's ``global_keyprefix`` (scripts get their keys verbatim)."""
+        return f"{self.global_keyprefix}{name}"
+
+    def wake_key(self, queue: str) -> str:
+        """The wake-up list consumers of ``queue`` block on."""
+        return self.key(f"{self.wake_prefix}{queue}")
+
+    # -- consume ------------------------------------------------------------------------
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:
+            self._kit_no_ack.add(queue)
+        else:
+            self._kit_no_ack.discard(queue)
+        ret = super().basic_consume(queue, no_ack, *args, **kwargs)
+        if not no_ack and queue not in self._fanout_queues:
+            from celery_kit.transport.renewal import Keeper
+
+            if self._kit_keeper is None or not self._kit_keeper.is_alive():
+                self._kit_keeper = Keeper(self)
+                self._kit_keeper.start()
+        return ret
+
+    def pop_call(self, queues: list[str]) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the POP script for ``queues`` (priority order as kombu's BRPOP)."""
+        lists = [(q, self._q_for_pri(q, pri)) for pri in self.priority_steps for q in queues]
+        order = {q: i + 1 for i, q in enumerate(queues)}
+        keys = [self.key(self.unacked_index_key), self.key(self.unacked_key)]
+        keys += [self.key(self.malformed_key), *(self.key(k) for _, k in lists)]
+        keys += [self.wake_key(q) for q in queues]
+        args: list[Any] = [len(lists), *(order[q] for q, _ in lists)]
+        args += ["0" if q in self._kit_no_ack else "1" for q, _ in lists]
+        self._kit_popped = [q for q, _ in lists]
+        return keys, [*args, _MALFORMED_MAX]
+
+    def _brpop_start(self, timeout: Any = None) -> None:
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        keys, args = self.pop_call(list(queues))
+        self._kit_wait = [*(self.wake_key(q) for q in queues), self.wakeup_timeout or 0]
+        self._kit_phase = "pop"
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        self.client.connection.send_command("EVALSHA", self._pop.sha, len(keys), *keys, *args)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        connection = self.client.connection
+        phase = self._kit_phase
+        try:
+            command = "BRPOP" if phase == "wait" else "EVALSHA"
+            reply = self.client.parse_response(connection, command, **options)
+        except NoScriptError:  # Redis restarted: its script cache is empty
+            self._in_poll = None
+            self.kit_redis.script_load(POP)
+            raise Empty() from None
+        except self.connection_errors:
+            self._in_poll = None
+            connection.disconnect()
+            raise
+        if phase == "wait" or not reply:
+            if phase == "pop" and not self._closing:  # nothing there: block until woken
+                self._kit_phase = "wait"
+                self._brpop_sent_at = monotonic()
+                connection.send_command("BRPOP", *self._kit_wait)
+            else:
+                self._in_poll = None
+                self._flush_brpop_reauth()
+            raise Empty()
+        self._in_poll = None
+        self._flush_brpop_reauth()
+        index, item, status = reply
+        queue = self._kit_popped[int(index) - 1]
+        if int(status) < 0:
+            logger.error(
+                "malformed message in queue %r moved to Redis list %r (not a kombu"
+                " message with a delivery tag): %.200r",
+                queue,
+                self.malformed_key,
+                item,
+            )
+            raise Empty()
+        payload = loads(bytes_to_str(item))
+        if self._closing:  # recorded, but nobody will run it: put it back now
+            _restore.restore_tag(self, payload["properties"]["delivery_tag"], leftmost=False)
+            raise Empty()
+        self._queue_cycle.rotate(queue)
+        self.connection._deliver(payload, queue)
+        return True
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        if no_ack:
+            return super().basic_get(queue, no_ack=True, **kwargs)
+        keys, args = self.pop_call([queue])
+        reply = self._pop(keys=keys, args=args, client=self.kit_redis)
+        if not reply or int(reply[2]) < 0:
+            return None
+        message = self.Message(loads(bytes_to_str(reply[1])), channel=self)
+        self.qos.append(message, message.delivery_tag)
+        return message
+
+    # -- publish, ack, restore --------------------------------------------------------
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        if kwargs.get("_publish_batch") is not None or (self._expires and queue in self._expires):
+            super()._put(queue, message, **kwargs)
+            return
+        from kombu.utils.json import dumps
+
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        keys = [self.key(key), self.wake_key(queue)]
+        self._publish(keys=keys, args=[dumps(message)], client=self.kit_redis)
+
+    def ack_tags(self, tags: list[str]) -> None:
+        """Forget ``tags`` (one round trip)."""
+        if tags:
+            keys = [self.key(self.unacked_index_key), self.key(self.unacked_key)]
+            self._ack(keys=keys, args=tags, client=self.kit_redis)
+
+    def _restore(self, message: Any, leftmost: bool = False) -> None:
+        _restore.restore_tag(self, message.delivery_tag, leftmost=leftmost)
+
+    def close(self) -> None:
+        keeper, self._kit_keeper = self._kit_keeper, None
+        if keeper is not None:
+            keeper.stop()
+        super().close()
+
+
+class Transport(kombu_redis.Transport):
+    """Select with ``broker_transport = "celery_kit.transport.redis:Transport"``."""
+
+    Channel = Channel
+    implements = kombu_redis.Transport.implements.extend(batch_publish=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        wakeup = self.client.transport_options.get("wakeup_timeout")
+        if wakeup is not None:
+            self.brpop_timeout = wakeup
