@@ -4,7 +4,7 @@ Same keys as kombu's transport. What changes (docs/architecture.md, "Why this co
 
 - consume: a Lua script pops the first message in priority order AND records it as
   unacknowledged in one server-side step; when nothing is there, the event loop blocks
-  in ``BRPOP`` on one wake-up list per queue (publishers and restores push a token), with
+  in ``BZPOPMIN`` on one wake-up key per queue (publishers and restores add a token), with
   ``wakeup_timeout`` as a fallback for publishers that do not use this transport;
 - a thread per consuming channel renews every message the worker holds and restores
   expired ones promptly (:mod:`celery_kit.transport.renewal`);
@@ -92,7 +92,7 @@ class Channel(kombu_redis.Channel):
         return f"{self.global_keyprefix}{name}"
 
     def wake_key(self, queue: str) -> str:
-        """The wake-up list consumers of ``queue`` block on."""
+        """The wake-up key (a sorted set) consumers of ``queue`` block on."""
         return self.key(f"{self.wake_prefix}{queue}")
 
     # -- consume ------------------------------------------------------------------------
@@ -138,7 +138,7 @@ class Channel(kombu_redis.Channel):
         connection = self.client.connection
         phase = self._kit_phase
         try:
-            command = "BRPOP" if phase == "wait" else "EVALSHA"
+            command = "BZPOPMIN" if phase == "wait" else "EVALSHA"
             reply = self.client.parse_response(connection, command, **options)
         except NoScriptError:  # Redis restarted: its script cache is empty
             self._in_poll = None
@@ -152,7 +152,7 @@ class Channel(kombu_redis.Channel):
             if phase == "pop" and not self._closing:  # nothing there: block until woken
                 self._kit_phase = "wait"
                 self._brpop_sent_at = monotonic()
-                connection.send_command("BRPOP", *self._kit_wait)
+                connection.send_command("BZPOPMIN", *self._kit_wait)
             else:
                 self._in_poll = None
                 self._flush_brpop_reauth()

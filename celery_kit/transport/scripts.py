@@ -15,8 +15,11 @@ __all__ = ["ACK", "DUE", "POP", "PUBLISH", "RENEW", "RESTORE"]
 #: ARGV: n, wake index of list_1..list_n, record flag of list_1..list_n, malformed cap.
 #: One EXISTS answers "all empty" (idle pops cost 2 commands, not one per list).
 #: Returns ``{i, payload, status}`` (status 1: recorded, 0: no-ack queue, -1: malformed and
-#: moved aside) or nil. While the popped queue still holds messages it leaves one wake-up
+#: moved aside) or nil. While the popped queue still holds messages it leaves the wake-up
 #: token, so the next idle consumer wakes too (a backlog is shared, not drained by one).
+#: Wake-up keys are sorted sets with the single member "1" (``BZPOPMIN`` blocks on many;
+#: a sorted set cannot be mistaken for a queue by tools that scan lists, and holds at
+#: most one token without a check).
 POP = """
 local n = tonumber(ARGV[1])
 local lists = {}
@@ -53,8 +56,7 @@ for i = 1, n do
     local w = ARGV[1 + i]
     for j = i, n do
       if ARGV[1 + j] == w and redis.call('LLEN', KEYS[3 + j]) > 0 then
-        local wake = KEYS[3 + n + tonumber(w)]
-        if redis.call('LLEN', wake) == 0 then redis.call('LPUSH', wake, '1') end
+        redis.call('ZADD', KEYS[3 + n + tonumber(w)], 0, '1')
         break
       end
     end
@@ -68,7 +70,7 @@ return false
 #: KEYS: list, wake. ARGV: payload.
 PUBLISH = """
 redis.call('LPUSH', KEYS[1], ARGV[1])
-if redis.call('LLEN', KEYS[2]) == 0 then redis.call('LPUSH', KEYS[2], '1') end
+redis.call('ZADD', KEYS[2], 0, '1')
 return 1
 """
 
@@ -132,7 +134,7 @@ for i = 1, m do
   else
     redis.call('RPUSH', KEYS[2 + i], ARGV[3])
   end
-  if redis.call('LLEN', KEYS[2 + m + i]) == 0 then redis.call('LPUSH', KEYS[2 + m + i], '1') end
+  redis.call('ZADD', KEYS[2 + m + i], 0, '1')
 end
 return 1
 """

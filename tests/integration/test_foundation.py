@@ -20,9 +20,10 @@ from celery_kit.testing import wait_until as wait_for
 APPS = str(Path(__file__).parent / "apps")
 pytestmark = pytest.mark.timeout(180)
 
-#: Short limits so the tests run in seconds; the derived visibility timeout is then
-#: 1 x hard + 1 (countdown) + 1 (margin) seconds. kombu sweeps unacked messages every
-#: second instead of every ~100 s so a dead worker's message is restored promptly.
+#: Short limits so the tests run in seconds. The kit's Redis transport renews held messages
+#: every second, so its derived visibility timeout is 4 s and a dead worker's message is
+#: restored within about 5 s (with kombu's transport: 1 x hard + 1 (countdown) + 1
+#: (margin) seconds, swept every second instead of every ~100 s).
 FAST_RESTORE = '{"unacked_restore_interval": 1, "unacked_restore_throttle": 1}'
 
 
@@ -38,6 +39,7 @@ def kit_env(broker: str, state: str, *, soft: float, hard: float, queue: str) ->
         "CELERY_KIT_TASKS__DEFAULT_QUEUE": queue,
         "CELERY_KIT_BROKER__VISIBILITY_MARGIN_S": "1",
         "CELERY_KIT_BROKER__TRANSPORT_OPTIONS": FAST_RESTORE,
+        "CELERY_KIT_BROKER__RENEWAL_INTERVAL_S": "1",
     }
 
 
@@ -91,7 +93,7 @@ def test_whole_worker_sigkilled_then_new_worker_completes_the_task(
     first.kill()
     assert not first.is_alive()
     assert r.get(f"done:{key}") is None
-    # and a new worker starts (on Redis the message returns after the 6 s derived
+    # and a new worker starts (on Redis the message returns after the 4 s derived
     # visibility timeout; on RabbitMQ as soon as the connection drops)
     kit_worker("kit_basic", env=env, concurrency=1, pythonpath=[APPS])
     # Then the task runs again and completes
@@ -117,7 +119,7 @@ def test_hard_limit_kills_the_task_once_without_redelivery_loop(
     worker = kit_worker("kit_basic", env=env, concurrency=1, pythonpath=[APPS])
     app, r, key = producer(env), redis.Redis.from_url(kit_redis_url), uuid.uuid4().hex
     visibility_s = app.conf.visibility_timeout
-    assert visibility_s == 2 + 1 + 1
+    assert visibility_s == 4 * 1  # 4 x the 1 s renewal interval
 
     # Given a task that ignores its soft limit
     result = app.send_task("kit_basic.hard_limited", (key,))
@@ -185,7 +187,17 @@ def test_worker_refuses_to_start_with_a_task_limit_above_the_budget(
 ) -> None:
     from celery_kit.testing import WorkerStartError
 
+    # kombu's Redis transport: the visibility timeout must cover the longest task
     env = kit_env(kit_redis_url, kit_redis_url, soft=5, hard=10, queue="default")
+    env["CELERY_KIT_BROKER__TRANSPORT"] = "kombu"
     with pytest.raises(WorkerStartError) as info:
         kit_worker("kit_limits_bad", env=env, concurrency=1, pythonpath=[APPS], ready_timeout_s=30)
     assert "tasks.limits" in str(info.value)
+
+
+def test_the_kit_transport_starts_a_worker_whose_task_outlasts_the_timeout(
+    kit_redis_url: str, kit_worker
+) -> None:
+    # the kit's transport renews held messages: no task limit has to fit the timeout
+    env = kit_env(kit_redis_url, kit_redis_url, soft=5, hard=10, queue="default")
+    kit_worker("kit_limits_bad", env=env, concurrency=1, pythonpath=[APPS], ready_timeout_s=30)

@@ -22,7 +22,7 @@ def _broker(server: RedisServer) -> str:
 
 
 def _blocked_in_wait(client: redis.Redis) -> bool:
-    return any(c.get("cmd") in ("brpop", "blpop") for c in client.client_list())
+    return any(c.get("cmd") == "bzpopmin" for c in client.client_list())
 
 
 def test_a_worker_frozen_in_its_blocking_wait_then_killed_loses_nothing(
