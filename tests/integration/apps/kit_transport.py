@@ -6,6 +6,7 @@ Built by ``make_app`` from the environment (``CELERY_BROKER_URL``, ``CELERY_KIT_
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -19,7 +20,9 @@ from celery_kit import make_app
 app = make_app("kit_transport")
 
 
+@functools.cache
 def state() -> redis.Redis:
+    """One client per process (redis-py's pool starts afresh in a forked child)."""
     return redis.Redis.from_url(os.environ["KIT_TEST_STATE_URL"])
 
 
