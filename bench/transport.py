@@ -7,7 +7,7 @@ made inside Lua scripts count too), then an idle worker's Redis commands/s and R
 Last, the time until another worker starts a task whose worker was SIGKILLed, with the
 kit's defaults (kombu's default is derived, not waited for: 1,500 s visibility timeout
 plus its sweep). Writes ``bench/results/transport.md`` and ``.json``.
-``BENCH_TRANSPORT_N`` (tasks per round, 2000), ``BENCH_TRANSPORT_ROUNDS`` (2),
+``BENCH_TRANSPORT_N`` (tasks per round, 2000), ``BENCH_TRANSPORT_ROUNDS`` (3),
 ``BENCH_TRANSPORT_IDLE_S`` (10).
 """
 
@@ -115,7 +115,7 @@ def _recovery(results: str, logs: Path) -> float:
 def main() -> None:
     """Run the interleaved rounds and the recovery measurement; write the results."""
     n = int(os.environ.get("BENCH_TRANSPORT_N", "2000"))
-    rounds = int(os.environ.get("BENCH_TRANSPORT_ROUNDS", "2"))
+    rounds = int(os.environ.get("BENCH_TRANSPORT_ROUNDS", "3"))
     idle_s = float(os.environ.get("BENCH_TRANSPORT_IDLE_S", "10"))
     rows: list[dict[str, Any]] = []
     with RedisServer() as results_server, tempfile.TemporaryDirectory() as logs:
@@ -132,6 +132,7 @@ def main() -> None:
             for key in (
                 "tasks_per_s",
                 "commands_per_task",
+                "redis_cpu_ms_per_task",
                 "idle_commands_per_s",
                 "idle_redis_cpu_pct",
             )

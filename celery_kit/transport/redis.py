@@ -14,6 +14,7 @@ Same keys as kombu's transport. What changes (docs/architecture.md, "Why this co
 
 from __future__ import annotations
 
+import json
 import logging
 from queue import Empty
 from time import monotonic
@@ -27,7 +28,7 @@ from redis.exceptions import NoScriptError
 
 from celery_kit.transport import restore as _restore
 from celery_kit.transport.qos import KitQoS
-from celery_kit.transport.scripts import ACK, POP, PUBLISH
+from celery_kit.transport.scripts import ACK, POP
 
 __all__ = ["Channel", "Transport"]
 
@@ -75,7 +76,6 @@ class Channel(kombu_redis.Channel):
         self._connparams(False)  # remember both parameter sets while the client exists
         self.kit_redis = redis.Redis(connection_pool=self.pool)
         self._pop = self.kit_redis.register_script(POP)
-        self._publish = self.kit_redis.register_script(PUBLISH)
         self._ack = self.kit_redis.register_script(ACK)
 
     # -- connection parameters survive the connection's collection ---------------------
@@ -118,10 +118,11 @@ class Channel(kombu_redis.Channel):
         keys = [self.key(self.unacked_index_key), self.key(self.unacked_key)]
         keys += [self.key(self.malformed_key), *(self.key(k) for _, k in lists)]
         keys += [self.wake_key(q) for q in queues]
-        args: list[Any] = [len(lists), *(order[q] for q, _ in lists)]
-        args += ["0" if q in self._kit_no_ack else "1" for q, _ in lists]
+        args: list[Any] = [len(lists), _MALFORMED_MAX]
+        for queue, _ in lists:
+            args += [order[queue], "0" if queue in self._kit_no_ack else "1", json.dumps(queue)]
         self._kit_popped = [q for q, _ in lists]
-        return keys, [*args, _MALFORMED_MAX]
+        return keys, args
 
     def _brpop_start(self, timeout: Any = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))
@@ -198,8 +199,11 @@ class Channel(kombu_redis.Channel):
         from kombu.utils.json import dumps
 
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
-        keys = [self.key(key), self.wake_key(queue)]
-        self._publish(keys=keys, args=[dumps(message)], client=self.kit_redis)
+        # one round trip; the token after the message (a token alone only wakes someone)
+        with self.kit_redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(self.key(key), dumps(message))
+            pipe.zadd(self.wake_key(queue), {"1": 0})
+            pipe.execute()
 
     def ack_tags(self, tags: list[str]) -> None:
         """Forget ``tags`` (one round trip)."""

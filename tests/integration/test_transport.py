@@ -117,3 +117,22 @@ def test_canvas_and_results_over_the_kit_transport(
     assert broker.hlen("unacked") == 0
     app.close()
     fresh.close()
+
+
+def test_a_worker_survives_malformed_messages_and_keeps_consuming(
+    kit_redis_server: RedisServer, kit_redis_url: str, kit_worker
+) -> None:
+    broker = _broker(kit_redis_server)
+    env = transport_env(broker, kit_redis_url)
+    worker = kit_worker(APP, env=env, pythonpath=[APPS], pool="solo", concurrency=1)
+    client = redis.Redis.from_url(broker)
+    # Given garbage and a message without a delivery tag in the queue a worker consumes
+    client.lpush("default", b"{not json", b'{"body": "", "properties": {}}')
+    app = producer(env)
+    # When a real task follows them, it runs, and the worker is still alive
+    assert app.send_task("kit_transport.mark", args=["after"]).get(timeout=30) == "after"
+    assert worker.is_alive()
+    # and the malformed payloads were moved aside (not lost, not redelivered in a loop)
+    assert client.llen("_celery_kit.malformed") == 2
+    assert "malformed message in queue 'default'" in worker.log_text()
+    app.close()

@@ -101,3 +101,34 @@ def test_a_restorer_that_read_a_tag_before_its_ack_does_not_bring_it_back(
             renew_once(channel)
             assert not _restore(channel, tag, raw, ceiling="+inf", leftmost=False)
             assert _left(client) == (0, 0, 0)
+
+
+def test_the_tag_is_read_right_when_a_header_has_the_same_name(kit_redis_url: str) -> None:
+    client = redis.Redis.from_url(kit_redis_url)
+    with _connection(kit_redis_url) as conn:
+        channel = conn.channel()
+        producer = Producer(channel)
+        # a user header named like kombu's property makes the fast path ambiguous
+        producer.publish(
+            {"x": 1}, exchange=QUEUE.exchange, routing_key="q", declare=[QUEUE],
+            headers={"delivery_tag": "not-the-tag"},
+        )  # fmt: skip
+        message = channel.basic_get("q")
+        assert client.hkeys("unacked") == [message.delivery_tag.encode()]
+        message.ack()
+        assert _left(client) == (0, 0, 0)
+
+
+def test_a_malformed_message_is_moved_aside_not_lost_or_fatal(kit_redis_url: str) -> None:
+    client = redis.Redis.from_url(kit_redis_url)
+    with _connection(kit_redis_url) as conn:
+        channel = conn.channel()
+        channel.queue_declare("q")
+        client.lpush("q", b"not json at all", b'{"properties": {}}')
+        assert channel.basic_get("q") is None
+        assert channel.basic_get("q") is None
+        assert client.lrange("_celery_kit.malformed", 0, -1) == [
+            b'{"properties": {}}',
+            b"not json at all",
+        ]
+        assert _left(client) == (0, 0, 0)
