@@ -136,3 +136,25 @@ def test_a_worker_survives_malformed_messages_and_keeps_consuming(
     assert client.llen("_celery_kit.malformed") == 2
     assert "malformed message in queue 'default'" in worker.log_text()
     app.close()
+
+
+def test_a_countdown_longer_than_the_visibility_timeout_runs_once(
+    kit_redis_server: RedisServer, kit_redis_url: str, kit_worker
+) -> None:
+    # visibility timeout 4 s (4 x 1 s renewal); Celery holds a countdown task in the worker
+    env = transport_env(_broker(kit_redis_server), kit_redis_url)
+    assert producer(env).conf.visibility_timeout == 4.0
+    for _ in range(2):  # a second worker that a wrongly restored message would go to
+        kit_worker(APP, env=env, pythonpath=[APPS], pool="solo", concurrency=1)
+    app = producer(env)
+    state = redis.Redis.from_url(kit_redis_url)
+    # Given a task held (unacknowledged) for 3 visibility timeouts before it may run
+    sent_at = time.time()
+    result = app.send_task("kit_transport.mark", args=["eta"], countdown=12)
+    # Then it runs once, after its countdown, though nothing acked it for 12 s
+    assert result.get(timeout=40) == "eta"
+    time.sleep(5)  # more than a visibility timeout more: no second run appears
+    runs = [r.decode() for r in state.lrange("runs:eta", 0, -1)]
+    assert len(runs) == 1, runs
+    assert float(runs[0].rsplit("|", 1)[1]) >= sent_at + 11.5
+    app.close()
