@@ -13,8 +13,10 @@ index yet, so nothing else holds it: ``on_problem`` must keep it (the dead-lette
 the log when that fails). The wrapper is per channel (a reconnect builds a new channel and
 the consumer step wraps it again), never a patch of kombu's classes.
 
-Where this belongs once the kit has its own Redis transport: the transport's consume path
-should run ``check_raw`` on each item it takes, and this module goes away.
+With the kit's own Redis transport (``celery_kit.transport``, the default) nothing is
+wrapped: the transport runs ``check_raw`` on each item it takes (its ``raw_check`` hook) and
+hands a failing one to ``on_problem`` (its ``on_raw_problem`` hook) before acknowledging it;
+an item it could not even read a delivery tag from is already safe on its malformed list.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ logger = logging.getLogger(__name__)
 #: Attribute marking a client whose parser is already wrapped.
 _MARK = "_celery_kit_envelope_guard"
 
+#: What the kit's transport reports when it found no delivery tag it can record.
+_NO_TAG = Problem("envelope", "not a kombu message: no usable properties.delivery_tag")
+
 #: ``on_problem(item, queue, problem)``.
 OnProblem = Callable[[bytes, str, Problem], None]
 
@@ -46,6 +51,8 @@ def guard_channel(channel: Any, on_problem: OnProblem, *, max_bytes: int) -> boo
         on_problem: called with the raw item, its queue and what is wrong; must not raise.
         max_bytes: ``tasks.max_message_bytes`` (an item far above it is not even parsed).
     """
+    if hasattr(channel, "on_raw_problem"):  # the kit's transport checks items as it takes them
+        return _guard_kit_channel(channel, on_problem, max_bytes=max_bytes)
     client = channel.client
     if getattr(client, _MARK, False):
         return False
@@ -74,4 +81,16 @@ def guard_channel(channel: Any, on_problem: OnProblem, *, max_bytes: int) -> boo
 
     client.parse_response = parse_response
     setattr(client, _MARK, True)
+    return True
+
+
+def _guard_kit_channel(channel: Any, on_problem: OnProblem, *, max_bytes: int) -> bool:
+    if channel.on_raw_problem is not None:
+        return False
+
+    def on_raw_problem(item: bytes, queue: str, problem: Problem | None) -> None:
+        on_problem(item, queue, problem or check_raw(item, max_bytes=max_bytes) or _NO_TAG)
+
+    channel.raw_check = lambda item: check_raw(item, max_bytes=max_bytes)
+    channel.on_raw_problem = on_raw_problem
     return True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from queue import Empty
 from time import monotonic
 from typing import Any
@@ -26,6 +27,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 from redis.exceptions import NoScriptError
 
+from celery_kit.transport import malformed
 from celery_kit.transport import restore as _restore
 from celery_kit.transport.qos import KitQoS
 from celery_kit.transport.scripts import ACK, POP
@@ -33,9 +35,6 @@ from celery_kit.transport.scripts import ACK, POP
 __all__ = ["Channel", "Transport"]
 
 logger = logging.getLogger(__name__)
-
-#: Malformed payloads moved aside are capped at this many (newest kept).
-_MALFORMED_MAX = 1000
 
 
 class Channel(kombu_redis.Channel):
@@ -54,6 +53,11 @@ class Channel(kombu_redis.Channel):
     restore_limit: int = 100
     wake_prefix = "_celery_kit.wake."
     malformed_key = "_celery_kit.malformed"
+    #: Set by the worker (``celery_kit.tasks.redis_guard``): ``raw_check(item)`` returns a
+    #: problem or ``None``; ``on_raw_problem(item, queue, problem)`` dead-letters the item
+    #: (``problem`` is ``None`` when the transport found no delivery tag).
+    raw_check: Callable[[bytes], Any] | None = None
+    on_raw_problem: Callable[[bytes, str, Any], None] | None = None
 
     from_transport_options = (
         *kombu_redis.Channel.from_transport_options,
@@ -118,7 +122,7 @@ class Channel(kombu_redis.Channel):
         keys = [self.key(self.unacked_index_key), self.key(self.unacked_key)]
         keys += [self.key(self.malformed_key), *(self.key(k) for _, k in lists)]
         keys += [self.wake_key(q) for q in queues]
-        args: list[Any] = [len(lists), _MALFORMED_MAX]
+        args: list[Any] = [len(lists), malformed.MALFORMED_MAX]
         for queue, _ in lists:
             args += [order[queue], "0" if queue in self._kit_no_ack else "1", json.dumps(queue)]
         self._kit_popped = [q for q, _ in lists]
@@ -160,24 +164,35 @@ class Channel(kombu_redis.Channel):
             raise Empty()
         self._in_poll = None
         self._flush_brpop_reauth()
-        index, item, status = reply
+        index, item, status = reply[0], reply[1], int(reply[2])
+        tag = bytes_to_str(reply[3]) if len(reply) > 3 and reply[3] else None
         queue = self._kit_popped[int(index) - 1]
-        if int(status) < 0:
-            logger.error(
-                "malformed message in queue %r moved to Redis list %r (not a kombu"
-                " message with a delivery tag): %.200r",
-                queue,
-                self.malformed_key,
-                item,
-            )
+        problem = self._check_raw(item) if status >= 0 else None
+        if status < 0 or problem is not None:
+            malformed.refuse(self, item, queue, tag=tag, problem=problem, moved=status < 0)
             raise Empty()
-        payload = loads(bytes_to_str(item))
+        try:
+            payload = loads(bytes_to_str(item))
+            if not isinstance(payload["properties"]["delivery_tag"], str):  # kombu needs it
+                raise TypeError("delivery tag")
+        except (ValueError, TypeError, KeyError):
+            malformed.refuse(self, item, queue, tag=tag, problem=None, moved=False)
+            raise Empty() from None
         if self._closing:  # recorded, but nobody will run it: put it back now
             _restore.restore_tag(self, payload["properties"]["delivery_tag"], leftmost=False)
             raise Empty()
         self._queue_cycle.rotate(queue)
         self.connection._deliver(payload, queue)
         return True
+
+    def _check_raw(self, item: bytes) -> Any:
+        if self.raw_check is None:
+            return None
+        try:
+            return self.raw_check(item)
+        except Exception:  # a bug in a check must not take the worker down: deliver it
+            logger.exception("raw_check failed; passing the message on")
+            return None
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         if no_ack:
@@ -186,7 +201,12 @@ class Channel(kombu_redis.Channel):
         reply = self._pop(keys=keys, args=args, client=self.kit_redis)
         if not reply or int(reply[2]) < 0:
             return None
-        message = self.Message(loads(bytes_to_str(reply[1])), channel=self)
+        try:
+            message = self.Message(loads(bytes_to_str(reply[1])), channel=self)
+        except (ValueError, TypeError, KeyError):
+            tag = bytes_to_str(reply[3]) if reply[3] else None
+            malformed.refuse(self, reply[1], queue, tag=tag, problem=None, moved=False)
+            return None
         self.qos.append(message, message.delivery_tag)
         return message
 

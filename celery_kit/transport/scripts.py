@@ -20,9 +20,10 @@ __all__ = ["ACK", "DUE", "POP", "RENEW", "RESTORE"]
 #: unambiguous (exactly one ``"delivery_tag": "`` in the payload), else with cjson.
 #: The unacked entry is kombu's ``[payload, exchange, routing_key]`` with the anonymous
 #: exchange and the queue's name: a restore goes back to the queue it was taken from.
-#: Returns ``{i, payload, status}`` (status 1: recorded, 0: no-ack queue, -1: malformed and
-#: moved aside) or nil. While the popped queue still holds messages it leaves the wake-up
-#: token, so the next idle consumer wakes too (a backlog is shared, not drained by one).
+#: Returns ``{i, payload, status, tag}`` (status 1: recorded under ``tag``, 0: no-ack
+#: queue, -1: malformed and moved aside) or nil. While the popped queue still holds
+#: messages it leaves the wake-up token, so the next idle consumer wakes too (a backlog is
+#: shared, not drained by one).
 #: Wake-up keys are sorted sets with the single member "1" (``BZPOPMIN`` blocks on many;
 #: a sorted set cannot be mistaken for a queue by tools that scan lists, and holds at
 #: most one token without a check).
@@ -41,8 +42,8 @@ local item = redis.call('RPOP', KEYS[3 + i])
 if not item then return false end
 local base = 2 + 3 * (i - 1)
 local status = 0
+local tag = false
 if ARGV[base + 2] == '1' then
-  local tag
   local marker = '"delivery_tag": "'
   local _, e = string.find(item, marker, 1, true)
   if e and not string.find(item, marker, e + 1, true) then
@@ -59,7 +60,7 @@ if ARGV[base + 2] == '1' then
   if type(tag) ~= 'string' or tag == '' then
     redis.call('LPUSH', KEYS[3], item)
     redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[2]) - 1)
-    return {i, item, -1}
+    return {i, item, -1, false}
   end
   local t = redis.call('TIME')
   redis.call('ZADD', KEYS[1], tonumber(t[1]) + tonumber(t[2]) / 1000000, tag)
@@ -73,7 +74,7 @@ for j = i, n do
     break
   end
 end
-return {i, item, status}
+return {i, item, status, tag}
 """
 
 #: Acknowledge: forget the given delivery tags. KEYS: unacked_index, unacked. ARGV: tags.

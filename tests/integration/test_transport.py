@@ -132,9 +132,18 @@ def test_a_worker_survives_malformed_messages_and_keeps_consuming(
     # When a real task follows them, it runs, and the worker is still alive
     assert app.send_task("kit_transport.mark", args=["after"]).get(timeout=30) == "after"
     assert worker.is_alive()
-    # and the malformed payloads were moved aside (not lost, not redelivered in a loop)
-    assert client.llen("_celery_kit.malformed") == 2
-    assert "malformed message in queue 'default'" in worker.log_text()
+    # and the malformed payloads were dead-lettered by the worker's consumer guard (the
+    # transport hands them over), not lost, not redelivered in a loop, not left aside
+    from celery_kit.coordination.dlq import DeadLetterStore
+
+    entries = wait_until(
+        lambda: [e for e in DeadLetterStore(app).list() if e.reason == "malformed"] or None,
+        timeout_s=10,
+        what="two malformed dead letters",
+    )
+    assert len(entries) == 2
+    assert client.llen("_celery_kit.malformed") == 0
+    assert client.hlen("unacked") == 0
     app.close()
 
 
