@@ -330,8 +330,10 @@ def test_a_task_that_kills_its_whole_worker_is_dead_lettered_after_the_cap(
     env = envelope_env(broker_url, kit_redis_url, queue, tmp_path, free_port())
     env |= {
         "CELERY_KIT_DLQ__MAX_WORKER_LOST_DELIVERIES": str(cap),
-        # Redis redelivers an unacknowledged message after the visibility timeout (here
-        # 2 s hard limit + 1 s margin); restore sweeps every second instead of ~100 s
+        # Redis redelivers an unacknowledged message after the visibility timeout: the
+        # kit's transport derives 4 x the 1 s renewal interval and restores every 2 s
+        # (kombu's: 2 s hard limit + 1 s margin, swept every second instead of ~100 s)
+        "CELERY_KIT_BROKER__RENEWAL_INTERVAL_S": "1",
         "CELERY_KIT_TASKS__SOFT_TIME_LIMIT_S": "1",
         "CELERY_KIT_TASKS__TIME_LIMIT_S": "2",
         "CELERY_KIT_TASKS__MAX_COUNTDOWN_S": "0",

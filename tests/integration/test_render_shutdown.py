@@ -193,7 +193,7 @@ def test_sigkill_during_the_soft_shutdown_leaves_the_task_unacknowledged(
         a.kill()
         if s["settings"].is_redis_broker:
             # Then on Redis the message is not lost but held as unacknowledged: it comes
-            # back only after the visibility timeout (the kit derives ~1 h here)
+            # back only after the visibility timeout (60 s with the kit's Redis transport)
             assert r.hlen("unacked") == 1
             assert records(r, "starts:killed")[0][0] == a.hostname
             return
