@@ -30,6 +30,7 @@ from redis.exceptions import NoScriptError
 from celery_kit.transport import malformed
 from celery_kit.transport import restore as _restore
 from celery_kit.transport.qos import KitQoS
+from celery_kit.transport.renewal import Keeper
 from celery_kit.transport.scripts import ACK, POP
 
 __all__ = ["Channel", "Transport"]
@@ -74,6 +75,7 @@ class Channel(kombu_redis.Channel):
         self._kit_phase = "pop"
         self._kit_popped: list[str] = []
         self._kit_no_ack: set[str] = set()
+        self._kit_pop_memo: dict[Any, tuple[list[str], list[Any], list[str]]] = {}
         self._kit_keeper: Any = None
         super().__init__(*args, **kwargs)
         self.brpop_timeout = self.wakeup_timeout
@@ -107,16 +109,23 @@ class Channel(kombu_redis.Channel):
         else:
             self._kit_no_ack.discard(queue)
         ret = super().basic_consume(queue, no_ack, *args, **kwargs)
-        if not no_ack and queue not in self._fanout_queues:
-            from celery_kit.transport.renewal import Keeper
-
-            if self._kit_keeper is None or not self._kit_keeper.is_alive():
-                self._kit_keeper = Keeper(self)
-                self._kit_keeper.start()
+        keeper = self._kit_keeper
+        consuming = not no_ack and queue not in self._fanout_queues
+        if consuming and (keeper is None or not keeper.is_alive()):
+            self._kit_keeper = Keeper(self)
+            self._kit_keeper.start()
         return ret
 
     def pop_call(self, queues: list[str]) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the POP script for ``queues`` (priority order as kombu's BRPOP)."""
+        memo = (tuple(queues), frozenset(self._kit_no_ack))
+        cached = self._kit_pop_memo.get(memo)
+        if cached is None:
+            cached = self._kit_pop_memo[memo] = self._pop_call(queues)
+        keys, args, self._kit_popped = cached
+        return keys, args
+
+    def _pop_call(self, queues: list[str]) -> tuple[list[str], list[Any], list[str]]:
         lists = [(q, self._q_for_pri(q, pri)) for pri in self.priority_steps for q in queues]
         order = {q: i + 1 for i, q in enumerate(queues)}
         keys = [self.key(self.unacked_index_key), self.key(self.unacked_key)]
@@ -125,8 +134,7 @@ class Channel(kombu_redis.Channel):
         args: list[Any] = [len(lists), malformed.MALFORMED_MAX]
         for queue, _ in lists:
             args += [order[queue], "0" if queue in self._kit_no_ack else "1", json.dumps(queue)]
-        self._kit_popped = [q for q, _ in lists]
-        return keys, args
+        return keys, args, [q for q, _ in lists]
 
     def _brpop_start(self, timeout: Any = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))

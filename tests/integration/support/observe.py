@@ -142,9 +142,9 @@ class FreezableProxy:
 
     A frozen connection stays open but carries no byte either way, like a flow dropped by
     a NAT or firewall: the client sees a half-open socket. ``freeze(polling_only=True)``
-    freezes only the connections that sent a ``BRPOP`` (a Redis consumer's polling
-    connection), the symptom of a consumer waiting forever on a dead socket while the rest
-    of the worker works.
+    freezes only the connections that sent a ``BRPOP`` or ``BZPOPMIN`` (a Redis consumer's
+    polling connection: kombu's transport or the kit's), the symptom of a consumer waiting
+    forever on a dead socket while the rest of the worker works.
     """
 
     def __init__(self, target_port: int) -> None:
@@ -215,7 +215,7 @@ class _ProxiedConnection:
                 data = src.recv(65536)
                 if not data:
                     break
-                if outgoing and b"BRPOP" in data.upper():
+                if outgoing and (b"BRPOP" in data.upper() or b"BZPOPMIN" in data.upper()):
                     self.saw_brpop = True
                 self.gate.wait()
                 dst.sendall(data)
