@@ -12,7 +12,15 @@ from celery_kit.exceptions import ConfigError
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["KitState", "SentHook", "attach_state", "find_state", "settings_of", "state_of"]
+__all__ = [
+    "KitState",
+    "SentHook",
+    "SkipHook",
+    "attach_state",
+    "find_state",
+    "settings_of",
+    "state_of",
+]
 
 #: Attribute on the app holding its :class:`KitState` (no module-level registry: two apps in
 #: one process never share state).
@@ -21,6 +29,9 @@ _ATTR = "_celery_kit_state"
 T = TypeVar("T")
 #: Called after every task message is handed to the broker: ``(task name, queue name)``.
 SentHook = Callable[[str, str], None]
+#: Called when a periodic run is skipped because its entry's previous run still runs:
+#: ``(entry name, task name)``.
+SkipHook = Callable[[str, str], None]
 
 
 @dataclass(eq=False)
@@ -32,11 +43,13 @@ class KitState:
     imports none of them: ``coordination.client.kit_redis`` keeps its ``KitRedis`` here
     (per process), ``topology.priority.priority_map`` its ``PriorityMap``, and
     ``observability.metrics`` its ``MetricsState``. ``sent_hooks`` run after each publish
-    (the metrics ``sent`` counter registers one).
+    (the metrics ``sent`` counter registers one), ``overlap_skip_hooks`` when a periodic
+    run is skipped (``tasks.overlap``; the metrics count it).
     """
 
     settings: Settings
     sent_hooks: list[SentHook] = field(default_factory=list)
+    overlap_skip_hooks: list[SkipHook] = field(default_factory=list)
     _parts: dict[type[Any], Any] = field(default_factory=dict)
 
     def get(self, kind: type[T]) -> T | None:

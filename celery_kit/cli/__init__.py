@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from celery_kit.cli.beat import beat
 from celery_kit.cli.dlq import dlq
 from celery_kit.cli.doctor import check, doctor
 from celery_kit.cli.flower import flower_cmd
@@ -59,6 +60,7 @@ for _command in (
     doctor,
     check,
     render_cmd,
+    beat,
 ):
     kit.add_command(_command)
     main.add_command(_command)

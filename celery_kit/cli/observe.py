@@ -14,7 +14,11 @@ from typing import Any
 import click
 
 from celery_kit.cli.context import app_of, settings_from
-from celery_kit.observability.heartbeat_file import HEARTBEAT_FILE_ENV
+from celery_kit.observability.heartbeat_file import (
+    BEAT_HEARTBEAT_FILE_ENV,
+    HEARTBEAT_FILE_ENV,
+    default_beat_heartbeat_file,
+)
 from celery_kit.observability.probes import probe
 
 __all__ = ["exporter", "health"]
@@ -35,6 +39,21 @@ def _heartbeat_target(ctx: click.Context) -> tuple[str | None, str | None]:
     return os.environ.get(HEARTBEAT_FILE_ENV) or None, None
 
 
+def _beat_heartbeat_file(ctx: click.Context) -> str:
+    """The beat heartbeat: the app's ``beat.heartbeat_file`` when an app is at hand, else
+    the environment, else the default file."""
+    obj = ctx.find_object(object)
+    named = isinstance(ctx.obj, dict) and (ctx.obj.get("app") or ctx.obj.get("app_name"))
+    if getattr(obj, "app", None) is not None or named:
+        try:
+            configured = settings_from(ctx).beat.heartbeat_file
+        except click.ClickException:
+            configured = None
+        if configured:
+            return configured
+    return os.environ.get(BEAT_HEARTBEAT_FILE_ENV) or default_beat_heartbeat_file()
+
+
 @click.command(name="health")
 @click.option("--liveness", "kind", flag_value="liveness", help="Probe: is the worker consuming?")
 @click.option("--readiness", "kind", flag_value="readiness", help="Probe: can it work now?")
@@ -47,6 +66,7 @@ def _heartbeat_target(ctx: click.Context) -> tuple[str | None, str | None]:
 @click.option("--file", "file_", help="Heartbeat file or %n template (default: the setting).")
 @click.option("--node", help="Probe only this worker (node name: celery or celery@host).")
 @click.option("--app-name", help="Probe only this app's workers (default: the -A app's name).")
+@click.option("--beat", "of_beat", is_flag=True, help="Probe the beat process's heartbeat.")
 @click.option("--json", "as_json", is_flag=True, help="Deployment report as JSON.")
 @click.option(
     "--min-workers",
@@ -76,6 +96,7 @@ def health(
     file_: str | None,
     node: str | None,
     app_name: str | None,
+    of_beat: bool,
     as_json: bool,
     min_workers: int,
     max_oldest_age_s: float | None,
@@ -87,6 +108,8 @@ def health(
     --liveness`) in an exec probe. Without --liveness/--readiness: workers seen, queue
     depths and oldest-message ages (needs -A).
     """
+    if of_beat:  # the beat loop ran recently (docs/beat.md); a live beat is ready
+        file_, kind = file_ or _beat_heartbeat_file(ctx), "liveness"
     if kind is not None:
         configured, own_app = _heartbeat_target(ctx) if file_ is None else (file_, None)
         result = probe(

@@ -19,6 +19,7 @@ from celery_kit.config.renewal import check_tls, kit_visibility_timeout
 from celery_kit.config.router import KitRouter
 from celery_kit.config.rules import evaluate
 from celery_kit.config.rules.celery_view import kit_subject
+from celery_kit.config.schedules import beat_problems, beat_redis_url, celery_beat_schedule
 from celery_kit.config.sources import Origin, OriginKind
 from celery_kit.config.topology import (
     check_topology,
@@ -91,6 +92,7 @@ def build_conf(settings: Settings) -> dict[str, ConfEntry]:
         transport = redis_priority_options(transport)
     put("broker_transport_options", transport, "broker.transport_options")
 
+    _derive_beat(settings, conf)
     # every problem is reported at once: an override typo must not hide an unsafe value
     problems = apply_overrides(settings, conf)
     _derive_topology(settings, conf)
@@ -114,6 +116,36 @@ def _annotations(settings: Settings) -> dict[str, dict[str, float]]:
             item["time_limit"] = limits.time_limit_s
         out[name] = item
     return out
+
+
+def _derive_beat(settings: Settings, conf: dict[str, ConfEntry]) -> None:
+    """RedBeat as the one scheduler (docs/beat.md): Redis, key layout, lock, entries."""
+    beat = settings.beat
+    url = beat_redis_url(settings)
+    if not beat.active or url is None:
+        return  # no Redis: refused with the fix by _check (beat_problems)
+    prefix = f"{settings.redis.key_prefix}:beat:"
+    derived: dict[str, tuple[Any, str]] = {
+        "beat_scheduler": ("celery_kit.beat.scheduler:KitScheduler", "beat.enabled"),
+        "beat_max_loop_interval": (beat.max_loop_interval_s, "beat.max_loop_interval_s"),
+        "beat_schedule": (celery_beat_schedule(settings), "beat.schedule"),
+        # explicit, so RedBeat neither falls back to the broker (deprecated) nor passes the
+        # kit's broker transport options to its client
+        "redbeat_redis_url": (url, "redis.url"),
+        "redbeat_redis_options": (
+            {
+                "socket_timeout": settings.redis.socket_timeout_s,
+                "socket_connect_timeout": settings.redis.socket_timeout_s,
+                "health_check_interval": 30,
+            },
+            "redis.socket_timeout_s",
+        ),
+        "redbeat_key_prefix": (prefix, "redis.key_prefix"),
+        "redbeat_lock_key": (f"{prefix}:lock", "redis.key_prefix"),
+        "redbeat_lock_timeout": (beat.effective_lock_timeout_s, "beat.lock_timeout_s"),
+    }
+    for key, (value, source) in derived.items():
+        conf[key] = ConfEntry(value, settings.origin_of(source) or _DERIVED, source)
 
 
 def _derive_topology(settings: Settings, conf: dict[str, ConfEntry]) -> None:
@@ -292,5 +324,8 @@ def _check(settings: Settings, conf: dict[str, ConfEntry]) -> list[str]:
         settings,
         default_queue=str(conf["task_default_queue"].value),
         transport_options=conf["broker_transport_options"].value,
+    )
+    problems += beat_problems(
+        settings, declared_queues(settings, str(conf["task_default_queue"].value))
     )
     return problems

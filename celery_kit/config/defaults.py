@@ -282,6 +282,13 @@ DOCUMENTED_EXTRA_KEYS: dict[str, str] = {
     "redis_backend_health_check_interval": (
         "Read by celery.backends.redis (5.7) but missing from celery.app.defaults."
     ),
+    # RedBeat (celery-redbeat) reads these from the app's conf; they are its settings,
+    # not Celery's (docs/beat.md).
+    "redbeat_redis_url": "RedBeat: the Redis holding the schedule and the leader lock.",
+    "redbeat_redis_options": "RedBeat: keyword arguments of its Redis client.",
+    "redbeat_key_prefix": "RedBeat: prefix of every key it writes (namespaced per app).",
+    "redbeat_lock_key": "RedBeat: the leader lock's key.",
+    "redbeat_lock_timeout": "RedBeat: the leader lock's lease, seconds.",
 }
 
 #: Celery's own environment variables, which beat any configured value

@@ -27,6 +27,7 @@ from celery_kit.config.celery_conf import build_conf
 from celery_kit.config.deploy import DeploySettings
 from celery_kit.config.operations import FlowerSettings, HealthSettings, MetricsSettings
 from celery_kit.config.profiles import WorkerProfile
+from celery_kit.config.schedules import BeatSettings
 from celery_kit.config.sections import (
     BrokerSettings,
     DlqSettings,
@@ -99,6 +100,8 @@ class Settings(BaseSettings):
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
     #: Input of ``kit render`` (image, namespace, replicas, alert thresholds).
     deploy: DeploySettings = Field(default_factory=DeploySettings)
+    #: Periodic tasks and the one active scheduler (docs/beat.md).
+    beat: BeatSettings = Field(default_factory=BeatSettings)
     #: Queue topology in consumption order (docs/topology.md); replaces the default one.
     queues: dict[str, QueueSpec] = Field(default_factory=default_queues)
     #: Task name or glob → queue name or ``{queue, priority}``; first match wins.

@@ -13,9 +13,12 @@ import tempfile
 from pathlib import Path
 
 __all__ = [
+    "BEAT_HEARTBEAT_FILE_ENV",
+    "BEAT_HEARTBEAT_NAME",
     "DEFAULT_HEARTBEAT_NAME",
     "HEARTBEAT_FILE_ENV",
     "HEARTBEAT_VERSION",
+    "default_beat_heartbeat_file",
     "default_heartbeat_file",
     "expand_heartbeat_path",
     "heartbeat_files",
@@ -29,12 +32,22 @@ HEARTBEAT_FILE_ENV = "CELERY_KIT_HEALTH__HEARTBEAT_FILE"
 #: (``%a``) and node name (``%n``), so workers of other projects on the host never match.
 DEFAULT_HEARTBEAT_NAME = "celery-kit-%a-%n.heartbeat.json"
 
+#: The beat process's heartbeat (same format; :mod:`.beat` writes it every beat loop).
+BEAT_HEARTBEAT_NAME = "celery-kit-beat.heartbeat.json"
+#: ``beat.heartbeat_file`` as an environment variable (read by ``kit health --beat``).
+BEAT_HEARTBEAT_FILE_ENV = "CELERY_KIT_BEAT__HEARTBEAT_FILE"
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def default_heartbeat_file() -> str:
     """``<temp dir>/celery-kit-%a-%n.heartbeat.json`` (``%a``: app name, ``%n``: node name)."""
     return os.path.join(tempfile.gettempdir(), DEFAULT_HEARTBEAT_NAME)
+
+
+def default_beat_heartbeat_file() -> str:
+    """``<temp dir>/celery-kit-beat.heartbeat.json``."""
+    return os.path.join(tempfile.gettempdir(), BEAT_HEARTBEAT_NAME)
 
 
 def _app_part(app_name: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from celery_kit.observability.beat import install_skip_counter
 from celery_kit.observability.heartbeat import install_health
 from celery_kit.observability.hooks import install_metrics
 
@@ -30,4 +31,5 @@ def install_observability(
         registry: registry for producer-side metrics (a private one if omitted).
     """
     install_metrics(app, settings, registry=registry)
+    install_skip_counter(app, settings)
     install_health(app, settings)

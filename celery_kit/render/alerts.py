@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery_kit.render.beat_alerts import beat_rules
 from celery_kit.render.model import Context, dump_yaml
 
 __all__ = ["alert_rules", "render_alerts"]
@@ -142,6 +143,7 @@ def alert_rules(ctx: Context) -> dict[str, Any]:
             " limit and workers.*.max_memory_per_child_kb.",
         ),
     ]
+    rules += beat_rules(ctx.settings, rule=_rule, prefix=p, window=w, for_s=a.for_s)
     return {"groups": [{"name": "celery-kit", "interval": f"{a.interval_s}s", "rules": rules}]}
 
 

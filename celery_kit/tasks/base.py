@@ -19,6 +19,7 @@ from celery_kit.tasks.dedupe import reserve_publish
 from celery_kit.tasks.errors import PermanentError
 from celery_kit.tasks.options import Plan
 from celery_kit.topology.publish import check_delay
+from celery_kit.tasks.overlap import run_exclusive, wants_guard
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -84,6 +85,13 @@ class KitTask(Task[Any, Any]):
             cls._kit_plan = options.build_plan(cls)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        if request.headers and not request.called_directly and wants_guard(request.headers):
+            # beat sent it for an entry with overlap = "skip"
+            return run_exclusive(self, self._call_planned, args, kwargs)
+        return self._call_planned(*args, **kwargs)
+
+    def _call_planned(self, *args: Any, **kwargs: Any) -> Any:
         plan, request = self._kit_plan, self.request
         if (request.delivery_info or {}).get("redelivered") and not request.called_directly:
             from celery_kit.tasks.poison import mark_running

@@ -24,7 +24,11 @@ __all__ = ["STARTUP_REFUSALS", "check_redis_options", "check_tasks", "kit_subjec
 
 
 #: The rules a worker refuses to start on (celery_kit.config.rules; ``kit check`` runs all).
-STARTUP_REFUSALS = ("time-limit-beyond-redelivery-window", "soft-limit-not-below-hard")
+STARTUP_REFUSALS = (
+    "time-limit-beyond-redelivery-window",
+    "soft-limit-not-below-hard",
+    "beat-task-not-registered",
+)
 
 
 def check_tasks(app: Celery) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from celery_kit.config.rules.beat import BEAT_RULES
 from celery_kit.config.rules.delivery import DELIVERY_RULES
 from celery_kit.config.rules.hygiene import HYGIENE_RULES
 from celery_kit.config.rules.model import Finding, Rule, Scope, Subject
@@ -16,7 +17,7 @@ __all__ = ["evaluate", "rule_by_id", "static_rules"]
 
 def static_rules() -> tuple[Rule, ...]:
     """Every rule that needs no broker connection, in documentation order."""
-    return DELIVERY_RULES + HYGIENE_RULES + RUNTIME_RULES + TOPOLOGY_RULES + TASK_RULES
+    return DELIVERY_RULES + HYGIENE_RULES + RUNTIME_RULES + TOPOLOGY_RULES + TASK_RULES + BEAT_RULES
 
 
 def rule_by_id(rule_id: str, rules: Iterable[Rule] | None = None) -> Rule:

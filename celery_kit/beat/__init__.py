@@ -1,0 +1,1 @@
+"""Beat without duplicates: RedBeat configured by the kit, reconciliation, overlap guard."""
