@@ -18,8 +18,8 @@ from celery_kit.tasks import guards, options
 from celery_kit.tasks.dedupe import reserve_publish
 from celery_kit.tasks.errors import PermanentError
 from celery_kit.tasks.options import Plan
-from celery_kit.topology.publish import check_delay
 from celery_kit.tasks.overlap import run_exclusive, wants_guard
+from celery_kit.topology.publish import check_delay
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -26,7 +26,10 @@ def _settings(schedule: dict[str, Any], **beat: Any) -> Settings:
         ({"task": "t.x", "cron": "* * *"}, r"has 3 field\(s\); write five"),
         ({"task": "t.x", "every_s": 0.5}, r"beat\.schedule\.nightly\.every_s.*every_s >= 1"),
         ({"task": "t.x", "every_s": 5, "queue": "nope"}, r"beat\.schedule\.nightly: queue 'nope'"),
-        ({"task": "t.x", "every_s": 5, "cronn": "x"}, r"`beat\.schedule\.nightly\.cronn`.*`cron`"),
+        (
+            {"task": "t.x", "every_s": 5, "cronn": "x"},
+            r"`beat\.schedule\.nightly\.cronn`.*did you mean `beat\.schedule\.nightly\.cron`",
+        ),
         ({"task": "t.x", "every_s": 5, "cron": "* * * * *"}, r"both `cron` and `every_s`"),
         ({"task": "t.x"}, r"beat\.schedule\.nightly.*neither `cron` nor `every_s`"),
         ({"task": "t.x", "every_s": 5, "overlap": "never"}, r"overlap.*'skip' or 'allow'"),
