@@ -279,3 +279,76 @@ def test_feature_flags_and_missing_result_backend(fresh: Project) -> None:
     with pytest.raises(InvalidTaskBackend, match="not declared in the kit's"):
         CeleryKitBackend("x", {"QUEUES": ["elsewhere"], "OPTIONS": {"APP": "tasksproj.celery:app"}})
     assert sys.modules["tasksproj.celery"].app is backend.app
+
+
+def test_async_enqueue_and_get_result(fresh: Project, start_worker: Callable[..., Any]) -> None:
+    import asyncio
+
+    from django.tasks import TaskResultStatus
+    from reports.tasks import add
+
+    start_worker(concurrency=1)
+
+    async def enqueue_then_wait() -> Any:
+        result = await add.aenqueue(20, 22)
+        for _ in range(300):
+            got = await add.aget_result(result.id)
+            if got.is_finished:
+                return got
+            await asyncio.sleep(0.1)
+        raise AssertionError("not finished")
+
+    done = asyncio.run(enqueue_then_wait())
+    assert (done.status, done.return_value) == (TaskResultStatus.SUCCESSFUL, 42)
+
+
+def test_malformed_arguments_are_refused_before_anything_is_sent(fresh: Project) -> None:
+    from reports.tasks import add
+
+    with pytest.raises(TypeError):
+        add.enqueue(object(), 1)  # not JSON: Django refuses it when building the result
+    with pytest.raises(TypeError):
+        add.enqueue(1, 2, 3)  # the task's signature, checked by Celery at publish
+    assert fresh.queued() == {}
+
+
+def test_unreachable_broker_or_result_backend_raises_at_enqueue(
+    fresh: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import django_tasks_apps
+    from django.db import transaction
+    from django.test import override_settings
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from reports.tasks import add
+
+    from celery_kit import Settings, make_app
+
+    dead = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    monkeypatch.delenv("CELERY_BROKER_URL")  # Celery would prefer it over broker_url
+    settings = Settings(_environ={}, broker_url=dead, result_backend=fresh.redis_url)
+    monkeypatch.setattr(django_tasks_apps, "DEAD_BROKER", make_app("b", settings=settings))
+    # Celery retries a Redis result backend 20 times, a second apart; a short policy here
+    settings = Settings(
+        _environ={},
+        broker_url=fresh.redis_url,
+        result_backend=dead,
+        celery_overrides={"result_backend_transport_options": {"retry_policy": {"max_retries": 1}}},
+    )
+    monkeypatch.setattr(django_tasks_apps, "DEAD_RESULTS", make_app("r", settings=settings))
+    backend = "celery_kit.integrations.django_tasks.CeleryKitBackend"
+    tasks = {
+        alias: {"BACKEND": backend, "OPTIONS": {"APP": f"django_tasks_apps:{name}"}}
+        for alias, name in (("default", "DEAD_BROKER"), ("dead_results", "DEAD_RESULTS"))
+    }
+    with override_settings(TASKS=tasks):
+        # broker down, outside a transaction: enqueue() raises, after Celery's publish retries
+        with pytest.raises(OperationalError):
+            add.enqueue(1, 2)
+        # inside one: the transaction commits, then the publish fails out of atomic()
+        with pytest.raises(OperationalError), transaction.atomic():
+            add.enqueue(1, 2)
+        # result backend down: the envelope cannot be written, nothing is published
+        with pytest.raises(RedisConnectionError):
+            add.using(backend="dead_results").enqueue(1, 2)
+    assert fresh.queued() == {}

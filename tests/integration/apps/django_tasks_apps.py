@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery_kit import Settings, make_app
 
 #: RabbitMQ broker and no result_backend: results are disabled (nothing connects here).
@@ -9,3 +11,7 @@ from celery_kit import Settings, make_app
 NO_RESULTS = make_app(
     "nores", settings=Settings(_environ={}, broker_url="amqp://guest:guest@127.0.0.1:5672//")
 )
+
+#: Apps the fault tests build at run time (they need the test's Redis URL).
+DEAD_BROKER: Any = None
+DEAD_RESULTS: Any = None
