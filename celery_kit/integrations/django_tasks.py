@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from functools import cached_property, partial
 from traceback import format_exception
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
 from celery.utils.imports import symbol_by_name
 from django.db import transaction
@@ -163,8 +164,9 @@ class CeleryKitBackend(BaseTaskBackend):  # type: ignore[misc]
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
         """Publish through the kit app (after commit when inside a transaction)."""
         self.validate_task(task)
-        from uuid import uuid4
-
+        celery_task: CeleryTask[Any, Any] = self.app.tasks[task.module_path]
+        if celery_task.typing:  # arguments that do not fit fail here, not after the commit
+            celery_task.__header__(*args, **kwargs)  # type: ignore[attr-defined]
         task_id = str(uuid4())
         result = self._result(task, task_id, list(args), dict(kwargs), TaskResultStatus.READY)
         envelope: Envelope = {
