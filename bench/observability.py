@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import celery
-from celery_kit.observability.depth import redis_list_names
 
 from bench.metrics import _cpu_s, _remaining, _tree_cpu_s
 from celery_kit import Settings, make_app
+from celery_kit.observability.depth import redis_list_names
 from celery_kit.testing import RedisServer, WorkerFactory
 
 ROOT = Path(__file__).resolve().parents[1]
