@@ -12,7 +12,16 @@ from celery_kit.exceptions import ConfigError
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["KitState", "SentHook", "attach_state", "find_state", "settings_of", "state_of"]
+__all__ = [
+    "HardTimeoutHook",
+    "KitState",
+    "PublishHook",
+    "SentHook",
+    "attach_state",
+    "find_state",
+    "settings_of",
+    "state_of",
+]
 
 #: Attribute on the app holding its :class:`KitState` (no module-level registry: two apps in
 #: one process never share state).
@@ -21,6 +30,11 @@ _ATTR = "_celery_kit_state"
 T = TypeVar("T")
 #: Called after every task message is handed to the broker: ``(task name, queue name)``.
 SentHook = Callable[[str, str], None]
+#: Called before every task message is published (in the publishing process).
+PublishHook = Callable[[], None]
+#: Called in the worker's main process when a task's pool process is killed at its hard
+#: time limit: ``(worker request, limit in seconds)``.
+HardTimeoutHook = Callable[[Any, float], None]
 
 
 @dataclass(eq=False)
@@ -32,11 +46,15 @@ class KitState:
     imports none of them: ``coordination.client.kit_redis`` keeps its ``KitRedis`` here
     (per process), ``topology.priority.priority_map`` its ``PriorityMap``, and
     ``observability.metrics`` its ``MetricsState``. ``sent_hooks`` run after each publish
-    (the metrics ``sent`` counter registers one).
+    (the metrics ``sent`` counter registers one), ``before_publish_hooks`` before it and
+    ``hard_timeout_hooks`` when a task is killed at its hard time limit (tracing registers
+    both: lower layers call up through them).
     """
 
     settings: Settings
     sent_hooks: list[SentHook] = field(default_factory=list)
+    before_publish_hooks: list[PublishHook] = field(default_factory=list)
+    hard_timeout_hooks: list[HardTimeoutHook] = field(default_factory=list)
     _parts: dict[type[Any], Any] = field(default_factory=dict)
 
     def get(self, kind: type[T]) -> T | None:

@@ -25,7 +25,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from celery_kit.config import defaults as d
 from celery_kit.config.celery_conf import build_conf
 from celery_kit.config.deploy import DeploySettings
-from celery_kit.config.operations import FlowerSettings, HealthSettings, MetricsSettings
+from celery_kit.config.operations import (
+    FlowerSettings,
+    HealthSettings,
+    LoggingSettings,
+    MetricsSettings,
+    TracingSettings,
+)
 from celery_kit.config.profiles import WorkerProfile
 from celery_kit.config.sections import (
     BrokerSettings,
@@ -99,6 +105,8 @@ class Settings(BaseSettings):
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
     #: Input of ``kit render`` (image, namespace, replicas, alert thresholds).
     deploy: DeploySettings = Field(default_factory=DeploySettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
     #: Queue topology in consumption order (docs/topology.md); replaces the default one.
     queues: dict[str, QueueSpec] = Field(default_factory=default_queues)
     #: Task name or glob → queue name or ``{queue, priority}``; first match wins.

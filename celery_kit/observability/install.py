@@ -1,4 +1,4 @@
-"""Observability in one call from ``make_app``: task metrics and the worker heartbeat.
+"""Observability in one call from ``make_app``: metrics, heartbeat, traces, task logs.
 
 Progress needs no installation (:mod:`celery_kit.tasks.progress` uses the result backend).
 """
@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from celery_kit.observability.heartbeat import install_health
 from celery_kit.observability.hooks import install_metrics
+from celery_kit.observability.tasklog import install_task_logging
+from celery_kit.observability.tracing import install_tracing
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -22,7 +24,7 @@ __all__ = ["install_observability"]
 def install_observability(
     app: Celery, settings: Settings, *, registry: CollectorRegistry | None = None
 ) -> None:
-    """Install metrics (``[metrics]``) and the heartbeat (``[health]``) as configured.
+    """Install metrics, the heartbeat, tracing and task logging as configured.
 
     Args:
         app: a ``make_app`` app.
@@ -31,3 +33,5 @@ def install_observability(
     """
     install_metrics(app, settings, registry=registry)
     install_health(app, settings)
+    install_tracing(app, settings)
+    install_task_logging(app, settings)

@@ -59,6 +59,7 @@ def after_failure(task: KitTask, plan: Plan, settings: Settings, exc: Exception)
 
 def _dead_letter(task: KitTask, exc: BaseException, reason: str) -> None:
     request = task.request
+    request.kit_dead_letter = reason  # type: ignore[attr-defined]  # observability/tracing.py
     entry = dead_letter_from(
         exc,
         task_id=str(request.id),

@@ -133,6 +133,7 @@ def wrap_sender(app: Celery, send: Callable[..., Any]) -> Callable[..., Any]:
     default_queue = str(app.conf.task_default_queue)
     state = find_state(app)
     hooks = state.sent_hooks if state is not None else []
+    before = state.before_publish_hooks if state is not None else []
 
     def send_task_message(
         producer: Any,
@@ -143,6 +144,8 @@ def wrap_sender(app: Celery, send: Callable[..., Any]) -> Callable[..., Any]:
         queue: Any = None,
         **options: Any,
     ) -> Any:
+        for prepare in before:  # e.g. tracing set up in this process (it raises nothing)
+            prepare()
         qname = queue if isinstance(queue, str) else getattr(queue, "name", None)
         target = default_queue if qname is None and exchange is None else qname
         broker = priority_map(app).to_broker(target or routing_key, options.get("priority"))
