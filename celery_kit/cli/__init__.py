@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from celery_kit.cli.delays import delays, mover
 from celery_kit.cli.dlq import dlq
 from celery_kit.cli.doctor import check, doctor
 from celery_kit.cli.flower import flower_cmd
@@ -54,6 +55,8 @@ for _command in (
     worker_cmd,
     flower_cmd,
     dlq,
+    delays,
+    mover,
     health,
     exporter,
     doctor,

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from celery_kit.config import defaults as d
 from celery_kit.config.celery_conf import build_conf
+from celery_kit.config.delays import DelaysSettings
 from celery_kit.config.deploy import DeploySettings
 from celery_kit.config.operations import (
     FlowerSettings,
@@ -100,6 +101,7 @@ class Settings(BaseSettings):
     dlq: DlqSettings = Field(default_factory=DlqSettings)
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     locks: LocksSettings = Field(default_factory=LocksSettings)
+    delays: DelaysSettings = Field(default_factory=DelaysSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
@@ -163,6 +165,11 @@ class Settings(BaseSettings):
     def uses_kit_transport(self) -> bool:
         """True when the broker is Redis and the kit's transport consumes from it."""
         return self.is_redis_broker and self.broker.transport == "kit"
+
+    @property
+    def uses_delay_set(self) -> bool:
+        """True when long countdowns/ETAs wait in the delay set (kit transport on Redis)."""
+        return self.uses_kit_transport and self.delays.enabled
 
     @property
     def is_amqp_broker(self) -> bool:
