@@ -32,17 +32,13 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy celery_kit
 
-## make test-deps: tools the tests use beyond Python: Debian's prometheus (promtool and the
-## server the render tests start). Installed when missing and we are root with apt-get;
+## make test-deps: tools the tests use beyond Python, from Debian: prometheus (promtool and
+## the server the render tests start), chromium (the Flower login in a real browser) and
+## nginx (the documented proxy rule). Installed when missing and we are root with apt-get;
 ## otherwise those tests skip with the reason (and fail under CI).
+TEST_TOOLS := promtool:prometheus prometheus:prometheus chromium:chromium nginx:nginx-light
 test-deps:
-	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "test-deps: installing Debian's prometheus (promtool)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
-	else \
-		echo "test-deps: promtool/prometheus missing and not root with apt-get: their tests skip"; \
-	fi
+	@missing=""; for pair in $(TEST_TOOLS); do 		tool=$${pair%%:*}; pkg=$${pair#*:}; 		command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing="$$missing $$pkg"; 	done; 	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); 	if [ -z "$$(echo $$missing | tr -d ' ')" ]; then :; 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then 		echo "test-deps: installing Debian's $$missing"; 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; 	else 		echo "test-deps: $$missing missing and not root with apt-get: their tests skip"; 	fi
 
 ## make test: everything CI runs (lint, types, unit, integration on private Redis + RabbitMQ)
 test: lint typecheck test-deps
