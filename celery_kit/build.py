@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, bootsteps
 
 from celery_kit.console import refusals
+from celery_kit.delays.step import install_delays
 from celery_kit.observability.install import install_observability
 from celery_kit.state import attach_state
 from celery_kit.tasks.base import install_tasks
@@ -50,6 +51,7 @@ def build_app(
     install_tasks(app, settings)
     install_observability(app, settings)
     install_deferred_shutdown(app)  # acts only under REMAP_SIGTERM=SIGQUIT (docs/deploy.md)
+    install_delays(app, settings)
     return app
 
 

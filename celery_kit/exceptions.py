@@ -18,6 +18,7 @@ __all__ = [
     "PublishError",
     "RedisUnavailableError",
     "RenderError",
+    "ResultBackendMissingError",
     "TaskDeferred",
     "TaskOptionError",
 ]
@@ -103,3 +104,11 @@ class MalformedMessageError(CeleryKitError):
 
 class NotReplayableError(CeleryKitError):
     """A dead letter holds no valid task to publish again (reason ``malformed``)."""
+
+
+class ResultBackendMissingError(CeleryKitError):
+    """Results were asked for, but the app has no result backend that can keep them.
+
+    Django Tasks' ``get_result`` reads what the worker stored: set ``result_backend``
+    (``redis://...``; the default when the broker is Redis) in the kit's settings.
+    """

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from celery import Celery
 
 __all__ = [
+    "HardTimeoutHook",
     "KitState",
+    "PublishHook",
     "SentHook",
     "SkipHook",
     "attach_state",
@@ -32,6 +34,11 @@ SentHook = Callable[[str, str], None]
 #: Called when a periodic run is skipped because its entry's previous run still runs:
 #: ``(entry name, task name)``.
 SkipHook = Callable[[str, str], None]
+#: Called before every task message is published (in the publishing process).
+PublishHook = Callable[[], None]
+#: Called in the worker's main process when a task's pool process is killed at its hard
+#: time limit: ``(worker request, limit in seconds)``.
+HardTimeoutHook = Callable[[Any, float], None]
 
 
 @dataclass(eq=False)
@@ -45,11 +52,16 @@ class KitState:
     ``observability.metrics`` its ``MetricsState``. ``sent_hooks`` run after each publish
     (the metrics ``sent`` counter registers one), ``overlap_skip_hooks`` when a periodic
     run is skipped (``tasks.overlap``; the metrics count it).
+    (the metrics ``sent`` counter registers one), ``before_publish_hooks`` before it and
+    ``hard_timeout_hooks`` when a task is killed at its hard time limit (tracing registers
+    both: lower layers call up through them).
     """
 
     settings: Settings
     sent_hooks: list[SentHook] = field(default_factory=list)
     overlap_skip_hooks: list[SkipHook] = field(default_factory=list)
+    before_publish_hooks: list[PublishHook] = field(default_factory=list)
+    hard_timeout_hooks: list[HardTimeoutHook] = field(default_factory=list)
     _parts: dict[type[Any], Any] = field(default_factory=dict)
 
     def get(self, kind: type[T]) -> T | None:

@@ -12,6 +12,7 @@ import sys
 import click
 
 from celery_kit.cli.beat import beat
+from celery_kit.cli.delays import delays, mover
 from celery_kit.cli.dlq import dlq
 from celery_kit.cli.doctor import check, doctor
 from celery_kit.cli.flower import flower_cmd
@@ -55,6 +56,8 @@ for _command in (
     worker_cmd,
     flower_cmd,
     dlq,
+    delays,
+    mover,
     health,
     exporter,
     doctor,

@@ -6,12 +6,15 @@ Only click at import time; each command imports the kit when it runs.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from celery_kit.cli.context import settings_from
 from celery_kit.masking import mask
+
+if TYPE_CHECKING:
+    from celery_kit.config.settings import Settings
 
 __all__ = ["config_cmd", "defaults_cmd", "defaults_table", "mask"]
 
@@ -51,11 +54,27 @@ def config_cmd(ctx: click.Context, as_json: bool) -> None:
         timeout = kit_visibility_timeout(settings, settings.broker.visibility_timeout_s)
         click.echo("\nbroker transport: kit (celery_kit.transport; broker.transport)")
         click.echo(f"redelivery: {renewal_budget(settings).explain(timeout)}")
+        click.echo(f"delays: {_delays_line(settings)}")
         return
     if settings.is_redis_broker:
         click.echo('\nbroker transport: kombu (broker.transport = "kombu")')
     budget = redelivery_budget(settings, conf)
     click.echo(f"\nredelivery budget: {budget.explain()}")
+
+
+def _delays_line(settings: Settings) -> str:
+    d = settings.delays
+    if not settings.uses_delay_set:
+        return (
+            f"workers hold countdowns/ETAs up to tasks.max_countdown_s"
+            f" ({settings.tasks.max_countdown_s:g} s; delays.enabled = false)"
+        )
+    return (
+        f"countdowns/ETAs more than {d.effective_threshold_s:g} s ahead (delays.threshold_s ="
+        f" mover_interval_s {d.mover_interval_s:g} s + 3 s) wait in the delay set, not in a"
+        f" worker; accepted up to delays.max_delay_s ({d.max_delay_s:g} s); the budget"
+        " counts only the threshold"
+    )
 
 
 @click.command(name="defaults")

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from celery_kit.config.operations import FlowerSettings, HealthSettings, MetricsSettings
+from celery_kit.config.operations import (
+    FlowerSettings,
+    HealthSettings,
+    LoggingSettings,
+    MetricsSettings,
+    TracingSettings,
+)
 from celery_kit.config.sections import (
     BrokerSettings,
     DlqSettings,
@@ -24,6 +30,7 @@ __all__ = [
     "HealthSettings",
     "IdempotencySettings",
     "LocksSettings",
+    "LoggingSettings",
     "MetricsSettings",
     "RedisSettings",
     "RetrySettings",
@@ -31,5 +38,6 @@ __all__ = [
     "Settings",
     "TaskLimits",
     "TasksSettings",
+    "TracingSettings",
     "WorkerSettings",
 ]

@@ -12,6 +12,7 @@ import operator
 from typing import TYPE_CHECKING, Any
 
 from celery_kit.config import defaults as d
+from celery_kit.config.delays import delay_key
 from celery_kit.config.entries import ConfEntry, RedeliveryBudget
 from celery_kit.config.overrides import apply_overrides
 from celery_kit.config.profiles import max_prefetch_multiplier
@@ -185,7 +186,7 @@ def redelivery_budget(
             int(conf["worker_prefetch_multiplier"].value),
             max_prefetch_multiplier(settings.workers),
         ),
-        max_delay_s=max(settings.tasks.max_countdown_s, settings.tasks.retry_backoff_max_s),
+        max_delay_s=_held_delay_s(settings),
         margin_s=settings.broker.visibility_margin_s,
     )
 
@@ -200,6 +201,14 @@ def _seconds(value: Any, name: str) -> float | None:
             f"{name} = {value!r} is not a number of seconds; remove it to let the kit derive"
             " it (recommended), or set broker.visibility_timeout_s"
         ) from None
+
+
+def _held_delay_s(settings: Settings) -> float:
+    """Longest countdown a worker may hold: the delay threshold when the delay set takes
+    the longer ones (config/delays.py), else ``max_countdown_s``/``retry_backoff_max_s``."""
+    if settings.uses_delay_set:
+        return settings.delays.effective_threshold_s
+    return max(settings.tasks.max_countdown_s, settings.tasks.retry_backoff_max_s)
 
 
 def _derive_redelivery(settings: Settings, conf: dict[str, ConfEntry]) -> None:
@@ -272,6 +281,8 @@ def _derive_kit_transport(
     check_tls(settings, tls_configured="broker_use_ssl" in conf)
     options.setdefault("renewal_interval", settings.broker.renewal_interval_s)
     options.setdefault("restore_interval", settings.broker.restore_interval_s)
+    if settings.uses_delay_set:
+        options.setdefault("delay_key", delay_key(settings.redis.key_prefix))
     given = settings.broker.visibility_timeout_s or options.get("visibility_timeout")
     return kit_visibility_timeout(
         settings, _seconds(given, "broker_transport_options.visibility_timeout")

@@ -1,14 +1,22 @@
-"""The ``Settings`` sections that operate a deployment: metrics, health and Flower."""
+"""The ``Settings`` sections that operate a deployment: metrics, health, Flower, traces, logs."""
 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from celery_kit.config.sections import KitModel
 
-__all__ = ["FlowerSettings", "HealthSettings", "MetricsSettings", "auth_pattern_problem"]
+__all__ = [
+    "FlowerSettings",
+    "HealthSettings",
+    "LoggingSettings",
+    "MetricsSettings",
+    "TracingSettings",
+    "auth_pattern_problem",
+]
 
 
 # fmt: off
@@ -188,3 +196,29 @@ def auth_pattern_problem(pattern: str) -> str | None:
             " '.*@example.com' (a wildcard domain would admit any domain)"
         )
     return None
+
+
+class TracingSettings(KitModel):
+    """``[tracing]``: OpenTelemetry spans for publish and run (``celery_kit[otel]``).
+
+    The exporter comes from OpenTelemetry's own ``OTEL_*`` environment variables.
+    """
+
+    #: Trace tasks (opentelemetry-instrumentation-celery, set up per pool process).
+    enabled: bool = False
+    #: ``service.name`` when ``OTEL_SERVICE_NAME`` is unset (``None``: the app's name).
+    service_name: str | None = None
+    #: Link the run span to the publish span instead of making it its child.
+    span_links: bool = False
+    #: Longest wait for pending spans when a pool process exits or a task is killed.
+    flush_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class LoggingSettings(KitModel):
+    """``[logging]``: worker log records that say which task they belong to."""
+
+    #: Add ``task_id``, ``task_name``, ``queue``, ``retries`` (and ``trace_id``/``span_id``
+    #: with tracing on) to every record logged inside a task, on the worker's handlers.
+    task_context: bool = True
+    #: Worker log format: Celery's ``"text"``, or ``"json"`` (``celery_kit[json-logs]``).
+    format: Literal["text", "json"] = "text"

@@ -24,8 +24,15 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from celery_kit.config import defaults as d
 from celery_kit.config.celery_conf import build_conf
+from celery_kit.config.delays import DelaysSettings
 from celery_kit.config.deploy import DeploySettings
-from celery_kit.config.operations import FlowerSettings, HealthSettings, MetricsSettings
+from celery_kit.config.operations import (
+    FlowerSettings,
+    HealthSettings,
+    LoggingSettings,
+    MetricsSettings,
+    TracingSettings,
+)
 from celery_kit.config.profiles import WorkerProfile
 from celery_kit.config.schedules import BeatSettings
 from celery_kit.config.sections import (
@@ -95,6 +102,7 @@ class Settings(BaseSettings):
     dlq: DlqSettings = Field(default_factory=DlqSettings)
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     locks: LocksSettings = Field(default_factory=LocksSettings)
+    delays: DelaysSettings = Field(default_factory=DelaysSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
@@ -102,6 +110,8 @@ class Settings(BaseSettings):
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     #: Periodic tasks and the one active scheduler (docs/beat.md).
     beat: BeatSettings = Field(default_factory=BeatSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
     #: Queue topology in consumption order (docs/topology.md); replaces the default one.
     queues: dict[str, QueueSpec] = Field(default_factory=default_queues)
     #: Task name or glob → queue name or ``{queue, priority}``; first match wins.
@@ -158,6 +168,11 @@ class Settings(BaseSettings):
     def uses_kit_transport(self) -> bool:
         """True when the broker is Redis and the kit's transport consumes from it."""
         return self.is_redis_broker and self.broker.transport == "kit"
+
+    @property
+    def uses_delay_set(self) -> bool:
+        """True when long countdowns/ETAs wait in the delay set (kit transport on Redis)."""
+        return self.uses_kit_transport and self.delays.enabled
 
     @property
     def is_amqp_broker(self) -> bool:

@@ -69,6 +69,8 @@ class DeadLetter:
     replays: int = 0
     #: ``malformed`` only: the start of the message as received, for inspection.
     payload: str | None = None
+    #: The message's ETA (ISO 8601), if it had one: a replay keeps what is left of it.
+    eta: str | None = None
 
     def to_json(self) -> str:
         """JSON text (kombu's encoder: dates, UUIDs and decimals survive)."""
@@ -92,6 +94,15 @@ class DeadLetter:
             options["priority"] = self.priority
         return options
 
+    def remaining_eta(self, now: datetime | None = None) -> datetime | None:
+        """The ETA if it is still ahead (a replay keeps the remaining delay), else None."""
+        if not self.eta:
+            return None
+        when = datetime.fromisoformat(self.eta)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when if when > (now or datetime.now(timezone.utc)) else None
+
 
 def dead_letter_from(
     exc: BaseException,
@@ -106,6 +117,7 @@ def dead_letter_from(
     attempts: int,
     priority: int | None,
     hostname: str | None,
+    eta: Any = None,
 ) -> DeadLetter:
     """The entry for a failed delivery: what failed, why, and where it was routed.
 
@@ -132,7 +144,14 @@ def dead_letter_from(
         priority=priority,
         hostname=hostname,
         replays=int(hdrs.get(REPLAYS_HEADER, 0) or 0),
+        eta=_iso(eta if eta is not None else hdrs.get("eta")),
     )
+
+
+def _iso(eta: Any) -> str | None:
+    if eta is None or eta == "":
+        return None
+    return eta.isoformat() if isinstance(eta, datetime) else str(eta)
 
 
 def describe(exc: BaseException) -> tuple[str, str, str]:

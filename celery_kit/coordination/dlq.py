@@ -198,7 +198,8 @@ class DeadLetterStore:
         """Publish ``entry`` again (same task id, original routing, retries reset), then
         remove it from the store. The worker-lost count of the id is reset too, and the
         stale FAILURE result is forgotten first, so the id reads PENDING until the replay
-        finishes instead of reporting the old failure to whoever polls it."""
+        finishes instead of reporting the old failure to whoever polls it. A task whose ETA
+        is still ahead keeps it (on Redis the publish path puts it into the delay set)."""
         if entry.reason == MALFORMED:
             from celery_kit.exceptions import NotReplayableError
 
@@ -217,6 +218,7 @@ class DeadLetterStore:
             kwargs=entry.kwargs,
             task_id=entry.id,
             headers={REPLAYS_HEADER: entry.replays + 1},
+            eta=entry.remaining_eta(),
             **entry.routing(),
         )
         self.delete(entry.id)

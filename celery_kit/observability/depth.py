@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from celery_kit.topology.publish import PUBLISHED_AT_HEADER
+from celery_kit.transport.delayed import count_by_list
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -42,6 +43,8 @@ class QueueDepth:
     oldest_age_s: float | None = None
     #: Consumers attached (RabbitMQ only).
     consumers: int | None = None
+    #: Messages waiting in the delay set for this queue (Redis with the kit's transport).
+    delayed: int | None = None
 
 
 def redis_list_names(queue: str, *, sep: str, priority_steps: Iterable[int]) -> list[str]:
@@ -158,6 +161,13 @@ class DepthReader:
                 at += per_key
             age = max(0.0, now - min(stamps)) if stamps else None
             out[queue] = QueueDepth(queue, total, age)
+        delay_key = str(getattr(channel, "delay_key", "") or "")
+        if delay_key:
+            per_list = count_by_list(client, prefix + delay_key)
+            for queue, keys in lists.items():
+                found = out[queue]
+                delayed = sum(per_list.get(k, 0) for k in keys)
+                out[queue] = QueueDepth(queue, found.messages, found.oldest_age_s, None, delayed)
         return out
 
     def _read_amqp(self, conn: Connection, queues: list[str]) -> dict[str, QueueDepth]:

@@ -136,6 +136,21 @@ class KitMetrics:
             multiprocess_mode="livemostrecent",
             registry=r,
         )
+        self.queue_depth = Gauge(
+            f"{p}_queue_depth",
+            'Messages of a queue by state: "ready" (waiting in the queue, as queue_length)'
+            ' and "delayed" (waiting in the delay set for their countdown/ETA).',
+            ("queue_name", "state", *static),
+            multiprocess_mode="livemostrecent",
+            registry=r,
+        )
+        self.delay_lag = Histogram(
+            f"{p}_delay_lag_seconds",
+            "Seconds from a delayed message's due time to its move into its queue (mover).",
+            static,
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:

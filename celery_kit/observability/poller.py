@@ -71,6 +71,10 @@ class QueueLengthPoller:
                 m.child(m.queue_length, name).set(depth.messages)
             if depth.oldest_age_s is not None or depth.messages == 0:
                 m.child(m.queue_oldest_age, name).set(depth.oldest_age_s or 0.0)
+            if depth.messages is not None:
+                m.child(m.queue_depth, name, "ready").set(depth.messages)
+            if depth.delayed is not None:
+                m.child(m.queue_depth, name, "delayed").set(depth.delayed)
         return depths
 
     def _sample_dead_letters(self) -> None:

@@ -13,12 +13,12 @@ from celery import Task
 from celery.utils.imports import symbol_by_name
 
 from celery_kit.console import refusals
-from celery_kit.state import settings_of
 from celery_kit.tasks import guards, options
 from celery_kit.tasks.dedupe import reserve_publish
 from celery_kit.tasks.errors import PermanentError
 from celery_kit.tasks.options import Plan
 from celery_kit.tasks.overlap import run_exclusive, wants_guard
+from celery_kit.topology.delays import delay_route
 from celery_kit.topology.publish import check_delay
 
 if TYPE_CHECKING:
@@ -130,7 +130,8 @@ class KitTask(Task[Any, Any]):
 
         Raises:
             CountdownTooLongError: the retry's countdown/ETA exceeds
-                ``tasks.max_countdown_s``; raised here, in the task body, where it can be
+                ``tasks.max_countdown_s`` (``delays.max_delay_s`` where the delay set takes
+                long delays); raised here, in the task body, where it can be
                 caught (Celery would wrap a refusal of the retry message in ``Reject``).
         """
         if not self.request.called_directly:
@@ -144,11 +145,13 @@ class KitTask(Task[Any, Any]):
         countdown = kwargs.get("countdown", args[5] if len(args) > 5 else None)
         if not eta and countdown is None:
             countdown = self.default_retry_delay  # what Celery's retry falls back to
+        route = delay_route(self.app)  # max_countdown_s, or max_delay_s with the delay set
         check_delay(
             self.name,
             countdown=countdown,
             eta=eta,
-            max_countdown_s=settings_of(self.app).tasks.max_countdown_s,
+            max_countdown_s=route.max_delay_s,
+            setting=route.bound_setting,
         )
 
 
@@ -157,8 +160,9 @@ class RetryingTask(KitTask):
 
     Retry n (0-based) waits ``uniform(0, min(cap, base * 2**n))`` seconds ("full jitter",
     https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/), where the
-    cap is the smallest of ``backoff_max_s``, ``tasks.retry_backoff_max_s`` and
-    ``tasks.max_countdown_s``, so a retry never outlives the broker's redelivery budget.
+    cap is the smallest of ``backoff_max_s``, ``tasks.retry_backoff_max_s`` and (unless the
+    delay set takes long delays) ``tasks.max_countdown_s``, so a retry never outlives the
+    broker's redelivery budget.
     A ``TransientError(retry_after_s=...)`` raises the lower bound (within the cap).
     ``permanent_for`` exceptions, anything not in ``retry_for``, and the failure after
     ``max_retries`` retries go to the dead-letter store. All policy is immutable class

@@ -155,6 +155,7 @@ def _admit(
         lease_s = task.idempotency_lease_s or settings.idempotency.lease_s
         claim = Claim(key, uuid.uuid4().hex, kr)
         outcome = claim.claim(task_id=str(request.id), lease_s=lease_s)
+        request.kit_idempotency = outcome.state  # type: ignore[attr-defined]  # observability/tracing.py
         if outcome.state == "done":
             logger.info("celery_kit: %s[%s]: %s already done", task.name, request.id, key)
         elif outcome.state == "busy":

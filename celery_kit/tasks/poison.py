@@ -39,7 +39,7 @@ from celery_kit.coordination.client import kit_redis
 from celery_kit.coordination.dead_letter import dead_letter_from
 from celery_kit.coordination.dlq import DeadLetterStore
 from celery_kit.exceptions import PoisonMessageError
-from celery_kit.state import settings_of
+from celery_kit.state import find_state, settings_of
 from celery_kit.topology.priority import delivered_priority
 
 if TYPE_CHECKING:
@@ -114,6 +114,16 @@ class KitRequest(Request):
         return super().on_failure(
             exc_info, send_failed_event=send_failed_event, return_ok=return_ok
         )
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if not soft:  # the pool process is being killed (tracing exports a stand-in span)
+            state = find_state(self.task.app)
+            for hook in state.hard_timeout_hooks if state is not None else ():
+                try:
+                    hook(self, timeout)
+                except Exception:  # an observer never breaks Celery's own handling
+                    logger.exception("celery_kit: a hard-timeout hook failed for %s", self.id)
+        super().on_timeout(soft, timeout)
 
     def _worker_lost(self, exc: BaseException) -> bool:
         if isinstance(exc, WorkerLostError):

@@ -21,7 +21,9 @@ def backoff_s(
 ) -> float:
     """Delay before retry number ``retries`` (0-based): full jitter, capped (see
     ``RetryingTask``); a ``retry_after_s`` on ``exc`` is a lower bound within the cap."""
-    caps = [settings.tasks.retry_backoff_max_s, settings.tasks.max_countdown_s]
+    caps = [settings.tasks.retry_backoff_max_s]
+    if not settings.uses_delay_set:  # the worker holds the retry: keep it in the budget
+        caps.append(settings.tasks.max_countdown_s)
     if task.backoff_max_s is not None:
         caps.append(task.backoff_max_s)
     cap = min(caps)
@@ -59,6 +61,7 @@ def after_failure(task: KitTask, plan: Plan, settings: Settings, exc: Exception)
 
 def _dead_letter(task: KitTask, exc: BaseException, reason: str) -> None:
     request = task.request
+    request.kit_dead_letter = reason  # type: ignore[attr-defined]  # observability/tracing.py
     entry = dead_letter_from(
         exc,
         task_id=str(request.id),
@@ -72,5 +75,6 @@ def _dead_letter(task: KitTask, exc: BaseException, reason: str) -> None:
         # in the pool process the routing prerun hook already restored the kit's value
         priority=(request.delivery_info or {}).get("priority"),
         hostname=request.hostname,
+        eta=request.eta,
     )
     DeadLetterStore(task.app).add_or_log(entry)

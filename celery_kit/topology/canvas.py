@@ -19,6 +19,7 @@ from typing import Any
 from celery import canvas
 
 from celery_kit.state import find_state
+from celery_kit.topology.delays import delay_route
 from celery_kit.topology.publish import check_canvas
 
 __all__ = ["install_canvas_guard"]
@@ -42,10 +43,14 @@ def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
     def apply_async(self: Any, *args: Any, **options: Any) -> Any:
         if _CHECKED.get(False):
             return original(self, *args, **options)
-        state = find_state(_app_of(self))
-        if state is not None:
+        app = _app_of(self)
+        if find_state(app) is not None:
+            route = delay_route(app)  # the bound: max_countdown_s, or max_delay_s (delay set)
             check_canvas(
-                self, max_countdown_s=state.settings.tasks.max_countdown_s, options=options
+                self,
+                max_countdown_s=route.max_delay_s,
+                setting=route.bound_setting,
+                options=options,
             )
         token = _CHECKED.set(True)
         try:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from celery.app.amqp import AMQP
 
 from celery_kit.exceptions import CountdownTooLongError
-from celery_kit.state import find_state, settings_of
+from celery_kit.state import find_state
+from celery_kit.topology.delays import delay_route
 from celery_kit.topology.priority import priority_map
 
 if TYPE_CHECKING:
@@ -55,8 +56,15 @@ def check_delay(
     eta: datetime | str | None,
     max_countdown_s: float,
     now: datetime | None = None,
+    setting: str = "tasks.max_countdown_s",
 ) -> None:
-    """Raise :class:`CountdownTooLongError` if the message's delay exceeds the budget."""
+    """Raise :class:`CountdownTooLongError` if the message's delay exceeds the bound.
+
+    ``setting`` names the bound: ``tasks.max_countdown_s`` (the worker holds the message:
+    the redelivery budget) or ``delays.max_delay_s`` (the delay set holds long delays: a
+    sanity bound). Callers take both from :func:`~celery_kit.topology.delays.delay_route`,
+    the one place that decides which applies.
+    """
     if countdown is None and eta is None:
         return
     delay = float(countdown) if countdown is not None else 0.0
@@ -65,6 +73,13 @@ def check_delay(
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)
         delay = max(delay, (when - (now or datetime.now(timezone.utc))).total_seconds())
+    if delay > max_countdown_s and setting == "delays.max_delay_s":
+        raise CountdownTooLongError(
+            f"task {name!r}: a delay of {delay:g} s exceeds delays.max_delay_s"
+            f" ({max_countdown_s:g} s), the sanity bound on countdowns/ETAs (a unit mix-up,"
+            " e.g. milliseconds for seconds, is the usual cause). Fix the countdown, or"
+            " raise delays.max_delay_s."
+        )
     if delay > max_countdown_s:
         raise CountdownTooLongError(
             f"task {name!r}: a delay of {delay:g} s exceeds tasks.max_countdown_s"
@@ -111,7 +126,11 @@ def canvas_delays(
 
 
 def check_canvas(
-    node: Any, *, max_countdown_s: float, options: Mapping[str, Any] | None = None
+    node: Any,
+    *,
+    max_countdown_s: float,
+    options: Mapping[str, Any] | None = None,
+    setting: str = "tasks.max_countdown_s",
 ) -> None:
     """:func:`check_delay` for every delay anywhere in ``node`` (see :func:`canvas_delays`).
 
@@ -119,7 +138,9 @@ def check_canvas(
         CountdownTooLongError: the first too-long countdown/ETA found; nothing was sent.
     """
     for name, countdown, eta in canvas_delays(node, options):
-        check_delay(name, countdown=countdown, eta=eta, max_countdown_s=max_countdown_s)
+        check_delay(
+            name, countdown=countdown, eta=eta, max_countdown_s=max_countdown_s, setting=setting
+        )
 
 
 def wrap_sender(app: Celery, send: Callable[..., Any]) -> Callable[..., Any]:
@@ -133,6 +154,8 @@ def wrap_sender(app: Celery, send: Callable[..., Any]) -> Callable[..., Any]:
     default_queue = str(app.conf.task_default_queue)
     state = find_state(app)
     hooks = state.sent_hooks if state is not None else []
+    before = state.before_publish_hooks if state is not None else []
+    route = delay_route(app)
 
     def send_task_message(
         producer: Any,
@@ -143,6 +166,8 @@ def wrap_sender(app: Celery, send: Callable[..., Any]) -> Callable[..., Any]:
         queue: Any = None,
         **options: Any,
     ) -> Any:
+        for prepare in before:  # e.g. tracing set up in this process (it raises nothing)
+            prepare()
         qname = queue if isinstance(queue, str) else getattr(queue, "name", None)
         target = default_queue if qname is None and exchange is None else qname
         broker = priority_map(app).to_broker(target or routing_key, options.get("priority"))
@@ -152,9 +177,11 @@ def wrap_sender(app: Celery, send: Callable[..., Any]) -> Callable[..., Any]:
             options["priority"] = broker
         now = time.time()
         message.headers[PUBLISHED_AT_HEADER] = now
-        extra = options.get("headers")
+        extra = route.stamp(message.headers, options.get("headers"))
         if extra and PUBLISHED_AT_HEADER in extra:  # a retry copies its request's headers
-            options["headers"] = {**extra, PUBLISHED_AT_HEADER: now}
+            extra = {**extra, PUBLISHED_AT_HEADER: now}
+        if extra is not None:
+            options["headers"] = extra
         result = send(producer, name, message, exchange, routing_key, queue, **options)
         if hooks:
             counted = qname or routing_key or (default_queue if exchange is None else str(exchange))
@@ -189,14 +216,18 @@ class KitAMQP(AMQP):
         *rest: Any,
         **options: Any,
     ) -> Any:
-        limit = settings_of(self.app).tasks.max_countdown_s
+        # one bound for the message and the canvas it carries (delay_route decides which)
+        route = delay_route(self.app)
+        limit, setting = route.max_delay_s, route.bound_setting
         if countdown is not None or eta is not None:
-            check_delay(name, countdown=countdown, eta=eta, max_countdown_s=limit)
+            check_delay(name, countdown=countdown, eta=eta, max_countdown_s=limit, setting=setting)
         # Celery passes these positionally (celery/app/base.py send_task); ``chain`` is the
         # 8th after ``errbacks`` (reply_to, time limits, sent event, root, parent, shadow).
         chain = rest[_CHAIN_AT] if len(rest) > _CHAIN_AT else options.get("chain")
         if chord or callbacks or errbacks or chain:  # the rest of the canvas rides along
-            check_canvas([chord, callbacks, errbacks, chain], max_countdown_s=limit)
+            check_canvas(
+                [chord, callbacks, errbacks, chain], max_countdown_s=limit, setting=setting
+            )
         return super().as_task_v2(
             task_id, name, args, kwargs, countdown, eta, group_id, group_index, expires,
             retries, chord, callbacks, errbacks, *rest, **options,

@@ -27,11 +27,13 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 from redis.exceptions import NoScriptError
 
+from celery_kit.config.delays import DUE_AT_HEADER
+from celery_kit.transport import delayed as _delayed
 from celery_kit.transport import malformed
 from celery_kit.transport import restore as _restore
 from celery_kit.transport.qos import KitQoS
 from celery_kit.transport.renewal import Keeper
-from celery_kit.transport.scripts import ACK, POP
+from celery_kit.transport.scripts import ACK, MOVE, POP, put
 
 __all__ = ["Channel", "Transport"]
 
@@ -59,6 +61,8 @@ class Channel(kombu_redis.Channel):
     #: (``problem`` is ``None`` when the transport found no delivery tag).
     raw_check: Callable[[bytes], Any] | None = None
     on_raw_problem: Callable[[bytes, str, Any], None] | None = None
+    #: The delay set (sorted set); empty: messages carrying a due time are refused.
+    delay_key = ""
 
     from_transport_options = (
         *kombu_redis.Channel.from_transport_options,
@@ -68,6 +72,7 @@ class Channel(kombu_redis.Channel):
         "restore_limit",
         "wake_prefix",
         "malformed_key",
+        "delay_key",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -83,6 +88,7 @@ class Channel(kombu_redis.Channel):
         self.kit_redis = redis.Redis(connection_pool=self.pool)
         self._pop = self.kit_redis.register_script(POP)
         self._ack = self.kit_redis.register_script(ACK)
+        self._move = self.kit_redis.register_script(MOVE)
 
     # -- connection parameters survive the connection's collection ---------------------
 
@@ -96,6 +102,10 @@ class Channel(kombu_redis.Channel):
     def key(self, name: str) -> str:
         """``name`` with kombu's ``global_keyprefix`` (scripts get their keys verbatim)."""
         return f"{self.global_keyprefix}{name}"
+
+    def list_key(self, queue: str, message: Any) -> str:
+        """The list (priority sub-list) ``message`` goes to in ``queue``."""
+        return self.key(self._q_for_pri(queue, self._get_message_priority(message, reverse=False)))
 
     def wake_key(self, queue: str) -> str:
         """The wake-up key (a sorted set) consumers of ``queue`` block on."""
@@ -221,16 +231,24 @@ class Channel(kombu_redis.Channel):
     # -- publish, ack, restore --------------------------------------------------------
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        due = (message.get("headers") or {}).get(DUE_AT_HEADER)
+        if due is not None:  # the publish path routed it to the delay set
+            if not self.delay_key:
+                raise ValueError(
+                    f"a message for {queue!r} carries {DUE_AT_HEADER} but this transport has"
+                    " no delay_key transport option (build the app with make_app)"
+                )
+            _delayed.store(self, queue, message, float(due))
+            return
         if kwargs.get("_publish_batch") is not None or (self._expires and queue in self._expires):
             super()._put(queue, message, **kwargs)
             return
         from kombu.utils.json import dumps
 
-        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
-        # one round trip; the token after the message (a token alone only wakes someone)
+        # one round trip, the transport's put step (scripts.put; the mover runs the same
+        # commands as scripts.PUT)
         with self.kit_redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(self.key(key), dumps(message))
-            pipe.zadd(self.wake_key(queue), {"1": 0})
+            put(pipe, self.list_key(queue, message), self.wake_key(queue), dumps(message))
             pipe.execute()
 
     def ack_tags(self, tags: list[str]) -> None:

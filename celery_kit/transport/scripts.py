@@ -7,7 +7,26 @@ are the Redis server's clock (``TIME``), so worker clocks do not matter.
 
 from __future__ import annotations
 
-__all__ = ["ACK", "DUE", "POP", "RENEW", "RESTORE"]
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+
+__all__ = [
+    "ACK",
+    "COUNT_BY_LIST",
+    "DUE",
+    "MOVE",
+    "POP",
+    "PUT",
+    "RENEW",
+    "RESTORE",
+    "WAKE_TOKEN",
+    "put",
+]
+
+#: The single member of a wake-up sorted set (score 0).
+WAKE_TOKEN = "1"
 
 #: Take the first message of the first non-empty list and, in the same step, record it as
 #: unacknowledged (a message is never "taken" without being recorded).
@@ -77,6 +96,66 @@ end
 return {i, item, status, tag}
 """
 
+#: The one put step: the message goes to the left of its list (the priority sub-list the
+#: publisher chose) and the queue's consumers get a wake-up token, the token after the
+#: message (a token alone only wakes someone). Two forms of the same two commands, kept
+#: side by side so they cannot drift apart: ``PUT`` is a Lua function other scripts start
+#: with (the delay mover, atomic with its ``ZREM``); ``put`` queues the same commands on a
+#: pipeline (publish: one round trip, no script).
+PUT = (
+    """
+local function put(list, wake, payload)
+  redis.call('LPUSH', list, payload)
+  redis.call('ZADD', wake, 0, '"""
+    + WAKE_TOKEN
+    + """')
+end
+"""
+)
+
+
+def put(pipe: Pipeline, list_key: str, wake_key: str, payload: str | bytes) -> None:
+    """Queue the put step (same commands as ``PUT``) on ``pipe``; the caller executes."""
+    pipe.lpush(list_key, payload)
+    pipe.zadd(wake_key, {WAKE_TOKEN: 0})
+
+
+#: Move due delayed messages into their queues, earliest first. A delay-set member is
+#: ``<list>\n<wake>\n<payload>`` (full key names, so the mover needs nothing else; kombu's
+#: JSON payload has no raw newline, so it is stored as is, not encoded twice), scored by
+#: its due time (epoch seconds); the publish path stores it with a plain ``ZADD``.
+#: For each due member, ``put`` and ``ZREM`` in the same script, so a message is in the
+#: delay set or in its queue, never both, never neither (a SIGKILLed mover leaves the rest
+#: of the batch where it was).
+#: The list/wake keys come from the members (not declared in KEYS: the kit's transport
+#: runs on one Redis server, as kombu's does; Redis Cluster is not supported).
+#: A member that is not ``<list>\n<wake>\n<payload>`` goes to the malformed list.
+#: KEYS: delay set, malformed list. ARGV: now (epoch s), limit.
+#: Returns ``{taken, lag_1..lag_moved}``: members taken from the set (moved or set aside),
+#: then how late (s, by ARGV now) each moved message was.
+MOVE = (
+    PUT
+    + """
+local due = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2],
+  'WITHSCORES')
+local now = tonumber(ARGV[1])
+local out = {#due / 2}
+for i = 1, #due, 2 do
+  local member = due[i]
+  local a = string.find(member, '\\n', 1, true)
+  local b = a and string.find(member, '\\n', a + 1, true)
+  if b and a > 1 and b > a + 1 then
+    put(string.sub(member, 1, a - 1), string.sub(member, a + 1, b - 1), string.sub(member, b + 1))
+    out[#out + 1] = string.format('%.6f', now - tonumber(due[i + 1]))
+  else
+    redis.call('LPUSH', KEYS[2], due[i])
+  end
+  redis.call('ZREM', KEYS[1], due[i])
+end
+return out
+"""
+)
+
 #: Acknowledge: forget the given delivery tags. KEYS: unacked_index, unacked. ARGV: tags.
 ACK = """
 redis.call('ZREM', KEYS[1], unpack(ARGV))
@@ -140,4 +219,21 @@ for i = 1, m do
   redis.call('ZADD', KEYS[2 + m + i], 0, '1')
 end
 return 1
+"""
+
+#: Delayed messages per destination list (the first line of each member), for depth
+#: metrics. O(N) in the delay set, server-side (no payload crosses the network).
+#: KEYS: delay set. Returns ``{list_1, n_1, list_2, n_2, ...}``.
+COUNT_BY_LIST = """
+local counts = {}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local list = string.match(member, '^([^\\n]+)\\n')
+  if list then counts[list] = (counts[list] or 0) + 1 end
+end
+local out = {}
+for list, n in pairs(counts) do
+  out[#out + 1] = list
+  out[#out + 1] = n
+end
+return out
 """

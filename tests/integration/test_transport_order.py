@@ -52,7 +52,7 @@ def test_delivery_order_is_kombus(kit_redis_server: RedisServer, seed: int) -> N
         url = kit_redis_server.url(db)
         _publish(url, plan)
         orders[transport] = _drain(url, transport, len(plan))
-        client = redis.Redis.from_url(url)
-        assert client.hlen("unacked") == 0
+        with redis.Redis.from_url(url) as client:  # closed here, not by the garbage collector
+            assert client.hlen("unacked") == 0
     assert orders["celery_kit.transport.redis:Transport"] == orders["redis"]
     assert sorted(orders["redis"]) == list(range(60))

@@ -217,9 +217,17 @@ def test_backoff_is_full_jitter_below_the_capped_exponential(retries: int) -> No
 
 def test_backoff_never_exceeds_the_countdown_the_broker_allows() -> None:
     settings = Settings(
-        _environ={}, broker_url=DEAD, tasks={"retry_backoff_max_s": 600, "max_countdown_s": 2}
+        _environ={},
+        broker_url=DEAD,
+        broker={"transport": "kombu"},  # the worker holds retries: max_countdown_s caps them
+        tasks={"retry_backoff_max_s": 600, "max_countdown_s": 2},
     )
     assert all(backoff_s(_Policy(), settings, 20) <= 2 for _ in range(200))
+    # with the delay set a retry waits there: only retry_backoff_max_s caps it
+    delayed = Settings(
+        _environ={}, broker_url=DEAD, tasks={"retry_backoff_max_s": 600, "max_countdown_s": 2}
+    )
+    assert max(backoff_s(_Policy(), delayed, 20) for _ in range(200)) > 2
 
 
 def test_retry_after_is_a_lower_bound_within_the_cap() -> None:

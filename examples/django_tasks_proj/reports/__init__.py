@@ -1,0 +1,1 @@
+"""The example's Django app: tasks declared with ``django.tasks.task``."""

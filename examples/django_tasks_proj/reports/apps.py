@@ -1,0 +1,9 @@
+"""App config of the reports app."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ReportsConfig(AppConfig):
+    name = "reports"

@@ -1,0 +1,1 @@
+"""Django Tasks example (Django >= 6): ``django.tasks`` tasks run by kit workers."""
