@@ -142,9 +142,10 @@ def render(report: dict[str, Any]) -> str:
         f" Load average (1/5/15 min) before: {report['load_before']}, after:"
         f" {report['load_after']} (the machine is shared).",
         "",
-        f"{report['n_per_run']} no-op tasks (ignore_result) per run, {report['rounds']}"
-        " rounds in shuffled order, each worker draining its own queue alone; Redis uses"
-        " kombu's Redis transport (BRPOP consumer). Ratios are paired within a round:"
+        f"{report['n_per_run']} no-op tasks (ignore_result) per run (RabbitMQ + solo: a"
+        f" quarter), {report['rounds']}"
+        " rounds in shuffled order, each worker draining its own queue (the others idle);"
+        " Redis uses kombu's Redis transport (BRPOP consumer). Ratios are paired within a round:"
         " median [min-max] over rounds. Reproduce: `make bench BENCH=overhead`.",
         "",
         "## Goals",

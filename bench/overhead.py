@@ -10,8 +10,8 @@ Cases (each a real ``celery worker`` on its own queue, started once):
   ``kit_idem`` (Redis) and ``kit_recycle`` (children replaced every 1000 tasks).
 
 A run publishes N no-op tasks while every worker is SIGSTOPped, then times one worker
-draining its queue alone (SIGCONT; drained = the broker holds nothing for the queue, so
-with early acks up to one prefetch, <= 8 tasks, may still be running) and reads its CPU
+draining its queue (SIGCONT; the others idle; drained = the broker holds nothing for the
+queue, so with early acks up to one prefetch, <= 8 tasks, may still be running) and reads its CPU
 (main process + live and reaped pool processes). Rounds shuffle the case order; ratios are
 paired within a round, reported as median [min-max] over rounds.
 
@@ -21,8 +21,9 @@ per message, interleaved the same way; on RabbitMQ with and without publisher co
 ``BENCH_PROFILE=1`` adds one profiled run per main case (py-spy on the worker's main and
 pool processes, and on this process while it publishes): ``overhead-profile.md``.
 
-Environment: ``BENCH_OVERHEAD_N`` (tasks per run, 2000), ``BENCH_OVERHEAD_REPS`` (5),
-``BENCH_OVERHEAD_PUBLISH_N`` (messages per publish run, 1000).
+Environment: ``BENCH_OVERHEAD_N`` (tasks per run, 1500), ``BENCH_OVERHEAD_REPS`` (5),
+``BENCH_OVERHEAD_PUBLISH_N`` (messages per publish run, 500). RabbitMQ + solo runs use
+N / 4 tasks (latency-bound: one message in flight).
 """
 
 from __future__ import annotations
@@ -53,12 +54,13 @@ from celery_kit.testing import DEFAULT_AMQP_URL, RedisServer, WorkerFactory, Wor
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
-N = int(os.environ.get("BENCH_OVERHEAD_N", "2000"))
+N = int(os.environ.get("BENCH_OVERHEAD_N", "1500"))
 REPS = int(os.environ.get("BENCH_OVERHEAD_REPS", "5"))
-PUBLISH_N = int(os.environ.get("BENCH_OVERHEAD_PUBLISH_N", "1000"))
+PUBLISH_N = int(os.environ.get("BENCH_OVERHEAD_PUBLISH_N", "500"))
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 WARM = 200
 _TICKS = os.sysconf("SC_CLK_TCK")
+PROFILED = ("plain", "safe", "kit", "kit_idem", "kit_metrics")
 PREFORK_EXTRAS = {"redis": ("kit_metrics", "kit_idem", "kit_recycle"), "amqp": ("kit_recycle",)}
 
 
@@ -124,7 +126,10 @@ def _amqp_drained(conn: Connection, queue: str) -> Callable[[], bool]:
 
 
 def one_run(case: Case, n: int, cases: list[Case]) -> tuple[float, float, float]:
-    """Publish with every worker stopped; time ``case``'s worker draining alone.
+    """Publish with every worker stopped; time ``case``'s worker draining its queue.
+
+    The other workers are resumed with it (idle: their queues are empty) so that none
+    stays stopped long enough to miss AMQP heartbeats.
 
     Returns: (tasks/s, main CPU µs/task, pool CPU µs/task).
     """
@@ -137,18 +142,15 @@ def one_run(case: Case, n: int, cases: list[Case]) -> tuple[float, float, float]
     finally:
         main0, pool0 = case.main_cpu(), case.pool_cpu()
         started = time.perf_counter()
-        os.killpg(case.worker.pid, signal.SIGCONT)
-    try:
-        deadline = time.monotonic() + 600
-        while not case.drained():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{case.name}: queue did not drain")
-            time.sleep(0.005)
-        elapsed = time.perf_counter() - started
-        main1, pool1 = case.main_cpu(), case.pool_cpu()
-    finally:
-        for w in workers:
+        for w in (case.worker, *workers):
             os.killpg(w.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 600
+    while not case.drained():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{case.name}: queue did not drain")
+        time.sleep(0.005 if case.broker == "redis" else 0.02)
+    elapsed = time.perf_counter() - started
+    main1, pool1 = case.main_cpu(), case.pool_cpu()
     # pool CPU: live children; children that exited are in the main's reaped counters
     return n / elapsed, (main1 - main0) / n * 1e6, max(0.0, pool1 - pool0) / n * 1e6
 
@@ -162,6 +164,12 @@ def _stats(values: list[float]) -> dict[str, Any]:
     }
 
 
+def _n(case: Case) -> int:
+    """Tasks per run: RabbitMQ + solo (one message in flight, a broker round trip per task)
+    gets a quarter, or it alone would take most of the bench's time."""
+    return max(200, N // 4) if (case.broker, case.pool) == ("amqp", "solo") else N
+
+
 def throughput(cases: list[Case]) -> dict[str, dict[str, Any]]:
     """REPS interleaved rounds; per case: tasks/s and CPU µs/task, per round."""
     for case in cases:
@@ -173,7 +181,7 @@ def throughput(cases: list[Case]) -> dict[str, dict[str, Any]]:
         order = list(cases)
         random.shuffle(order)
         for case in order:
-            rate, main, pool = one_run(case, N, cases)
+            rate, main, pool = one_run(case, _n(case), cases)
             row = rows[case.name]
             row["rate"].append(rate)
             row["main"].append(main)
@@ -242,7 +250,7 @@ def profile_runs(cases: list[Case], workdir: Path) -> dict[str, Any]:
     """One py-spy-sampled run per main case and a sampled publish; per-task breakdowns."""
     out: dict[str, Any] = {}
     for case in cases:
-        if case.pool != "prefork" or case.flavour not in ("plain", "safe", "kit"):
+        if case.pool != "prefork" or case.flavour not in PROFILED:
             continue
         assert case.worker is not None
         stem = f"profile-{case.broker}-{case.flavour}"
