@@ -4,7 +4,7 @@
 ``breakdown`` turns the collapsed stacks into CPU µs per task by component: each sample
 goes to the *deepest* frame that matches a rule (so a kit wrapper that calls Celery's own
 handler is counted as Celery's, and only the kit's own work as the kit's), except that
-anything under pool-child replacement counts as recycling.
+anything under pool-child replacement in a main process counts as recycling.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ RULES: tuple[tuple[str, str], ...] = (
     ("Celery consumer (strategy, request)", "(celery/worker/"),
     ("Celery tracer + signals", "(celery/app/trace.py"),
     ("Celery tracer + signals", "(celery/utils/dispatch/"),
-    ("Celery publish (send_task, amqp)", "(celery/app/"),
+    ("Celery app (Task, send_task, amqp)", "(celery/app/"),
     ("broker client (kombu, redis-py, py-amqp)", "(kombu/"),
     ("broker client (kombu, redis-py, py-amqp)", "(redis/"),
     ("broker client (kombu, redis-py, py-amqp)", "(amqp/"),
@@ -70,8 +70,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(60)
 
 
-def _label(frames: list[str]) -> str:
-    if any(name in frame for frame in frames for name in RECYCLING):
+def _label(frames: list[str], *, main: bool) -> str:
+    # a pool child's own stack starts inside the fork that made it: not recycling there
+    if main and any(name in frame for frame in frames for name in RECYCLING):
         return "pool child replacement (recycling)"
     for frame in reversed(frames):
         for label, needle in RULES:
@@ -80,8 +81,9 @@ def _label(frames: list[str]) -> str:
     return "other (interpreter, stdlib)"
 
 
-def breakdown(*paths: Path) -> Counter[str]:
-    """Samples per component in the collapsed-stack files ``paths``."""
+def breakdown(*paths: Path, main: bool = True) -> Counter[str]:
+    """Samples per component in the collapsed-stack files ``paths`` (of main processes,
+    or of pool processes with ``main=False``)."""
     out: Counter[str] = Counter()
     for path in paths:
         if not path.exists():
@@ -89,7 +91,7 @@ def breakdown(*paths: Path) -> Counter[str]:
         for line in path.read_text(errors="replace").splitlines():
             stack, _, count = line.rpartition(" ")
             if stack and count.isdigit():
-                out[_label(stack.split(";"))] += int(count)
+                out[_label(stack.split(";"), main=main)] += int(count)
     return out
 
 

@@ -215,7 +215,8 @@ def render_profile(profile: dict[str, Any], when: dict[str, Any]) -> str:
         "# bench.overhead: where the time goes (py-spy)",
         "",
         f"{when['when']}, load {when['load']}. One run of {when['n']} no-op tasks per case"
-        " with py-spy (200 Hz, `--subprocesses`) on the worker; CPU measured from /proc and"
+        " with py-spy (200 Hz, one per process) on the worker's main and pool processes;"
+        " CPU measured from /proc and"
         " spread over components by sample share (the deepest matching frame wins, so a kit"
         " wrapper around Celery's handler is Celery's cost and only the kit's own work is"
         " the kit's). Sampling slows the run; compare shares, not rates. Producer: py-spy on"

@@ -272,7 +272,7 @@ def profile_runs(cases: list[Case], workdir: Path) -> dict[str, Any]:
             "pool_us": pool,
             "pool_children_replaced": len(replaced),
             "main": prof.per_task_us(prof.breakdown(*paths["main"]), main * N / 1e6, N),
-            "pool": prof.per_task_us(prof.breakdown(*paths["pool"]), pool * N / 1e6, N),
+            "pool": prof.per_task_us(prof.breakdown(*paths["pool"], main=False), pool * N / 1e6, N),
         }
         print(f"  profiled {case.name}: {rate:.0f}/s (py-spy attached)")
         pub = Case(case.broker, "-", case.flavour, case.url, f"bench-prof-{uuid.uuid4().hex[:8]}")
