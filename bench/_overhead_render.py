@@ -201,7 +201,8 @@ def render(report: dict[str, Any]) -> str:
     lines += [
         "",
         "Notes. Worker CPU is the main process plus its pool processes (live, and reaped",
-        "ones through the main's child counters), not the broker's. `safe` is plain Celery",
+        "ones through the main's child counters, so replaced children are counted), not",
+        'the broker\'s; "main" is the main process alone. `safe` is plain Celery',
         "with `Settings().celery_conf()` applied by hand: the kit's settings without its",
         "code. `kit_recycle` is the kit with `worker.max_tasks_per_child = 1000` (the old",
         "default); its workers live through every round, so children reach 1000 tasks.",

@@ -94,12 +94,16 @@ class Case:
         return f"{self.broker}/{self.pool}/{self.flavour}"
 
     def main_cpu(self) -> float:
+        """CPU seconds of the worker's main process itself."""
         assert self.worker is not None
-        return _cpu_s(self.worker.pid, with_reaped=self.pool == "prefork")
+        return _cpu_s(self.worker.pid)
 
-    def pool_cpu(self) -> float:
+    def tree_cpu(self) -> float:
+        """CPU seconds of main + live pool processes + reaped ones (recycled children move
+        from the live sum to the main's child counters when reaped: the total is steady)."""
         assert self.worker is not None
-        return sum(_cpu_s(p) for p in self.worker.pool_pids())
+        live = sum(_cpu_s(p) for p in self.worker.pool_pids())
+        return _cpu_s(self.worker.pid, with_reaped=True) + live
 
     def publish(self, n: int) -> None:
         assert self.publisher is not None
@@ -140,7 +144,7 @@ def one_run(case: Case, n: int, cases: list[Case]) -> tuple[float, float, float]
     try:
         case.publish(n)
     finally:
-        main0, pool0 = case.main_cpu(), case.pool_cpu()
+        main0, tree0 = case.main_cpu(), case.tree_cpu()
         started = time.perf_counter()
         for w in (case.worker, *workers):
             os.killpg(w.pid, signal.SIGCONT)
@@ -150,9 +154,9 @@ def one_run(case: Case, n: int, cases: list[Case]) -> tuple[float, float, float]
             raise RuntimeError(f"{case.name}: queue did not drain")
         time.sleep(0.005 if case.broker == "redis" else 0.02)
     elapsed = time.perf_counter() - started
-    main1, pool1 = case.main_cpu(), case.pool_cpu()
-    # pool CPU: live children; children that exited are in the main's reaped counters
-    return n / elapsed, (main1 - main0) / n * 1e6, max(0.0, pool1 - pool0) / n * 1e6
+    main = case.main_cpu() - main0
+    pool = case.tree_cpu() - tree0 - main
+    return n / elapsed, main / n * 1e6, pool / n * 1e6
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
