@@ -84,6 +84,14 @@ PUBLISH_GOALS: tuple[tuple[str, str, str, str, float, bool], ...] = (
         False,
     ),
     (
+        "RabbitMQ publish rate: confirm per batch / confirm each (py-amqp)",
+        "amqp: py-amqp: confirm per batch",
+        "amqp: py-amqp: confirm each",
+        "rate",
+        0.0,
+        True,
+    ),
+    (
         "`apply_async` CPU per call, kit / plain (RabbitMQ, confirms off in both)",
         "amqp: kit, confirms off",
         "amqp: plain",
@@ -155,6 +163,9 @@ def render(report: dict[str, Any]) -> str:
         *_goal_rows(tput, GOALS),
         *_goal_rows(pub, PUBLISH_GOALS),
         "",
+        "The verdict reads the median; a range that straddles the goal means this run cannot"
+        " tell either way.",
+        "",
         "## Every ratio (tasks/s and worker CPU per task, paired per round)",
         "",
         "| broker / pool | kit / plain (rate) | kit / hand-safe (rate) | kit / plain (CPU) |"
@@ -199,6 +210,10 @@ def render(report: dict[str, Any]) -> str:
     for name, row in pub.items():
         lines.append(f"| {name} | {_range(row['rate'])} | {_range(row['cpu'])} |")
     lines += [
+        "",
+        "The `py-amqp:` rows publish a persistent message of a no-op task's size straight",
+        "through py-amqp: the price of confirms themselves, per message or per batch of",
+        f"{report['publish_n']} (kombu's `Producer` only offers per message).",
         "",
         "Notes. Worker CPU is the main process plus its pool processes (live, and reaped",
         "ones through the main's child counters, so replaced children are counted), not",

@@ -49,6 +49,7 @@ from kombu import Connection
 
 from bench import _overhead_profile as prof
 from bench._overhead_apps import build
+from bench._overhead_confirms import MODES, RawProducer
 from bench._overhead_render import render, render_profile
 from celery_kit.testing import DEFAULT_AMQP_URL, RedisServer, WorkerFactory, WorkerProcess
 
@@ -206,7 +207,8 @@ def _publisher(case: Case, *, confirm: bool | None = None) -> celery.Celery:
 
 
 def publish_rates(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """One producer, no consumer: messages/s and CPU µs per ``apply_async``."""
+    """One producer, no consumer: messages/s and CPU µs per ``apply_async``; on RabbitMQ
+    also raw py-amqp producers (no confirms / confirm each / confirm per batch)."""
     variants: list[tuple[str, str, str, bool | None]] = []
     for broker in urls:
         variants += [(broker, "plain", "plain", None), (broker, "safe", "safe", None)]
@@ -214,30 +216,42 @@ def publish_rates(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
         if broker == "amqp":
             variants += [(broker, "plain + confirms", "plain", True)]
             variants += [(broker, "kit, confirms off", "kit", False)]
-    apps: dict[str, tuple[Case, celery.Celery]] = {}
+    senders: dict[str, Callable[[int], None]] = {}
+    cleanups: list[Callable[[], None]] = []
     for broker, label, flavour, confirm in variants:
         queue = f"bench-publish-{uuid.uuid4().hex[:8]}"
         case = Case(broker, "-", flavour, urls[broker], queue)
-        apps[f"{broker}: {label}"] = (case, _publisher(case, confirm=confirm))
-    samples: dict[str, dict[str, list[float]]] = {k: {"rate": [], "cpu": []} for k in apps}
-    for case, app in apps.values():
-        case.publisher = app
-        case.publish(50)  # warm: connection, declarations
-    for _ in range(REPS):
-        order = list(apps)
-        random.shuffle(order)
-        for key in order:
-            case, _app = apps[key]
-            cpu0, t0 = time.process_time(), time.perf_counter()
-            case.publish(PUBLISH_N)
-            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-            samples[key]["rate"].append(PUBLISH_N / wall)
-            samples[key]["cpu"].append(cpu / PUBLISH_N * 1e6)
-            print(f"  publish {key}: {PUBLISH_N / wall:.0f}/s, {cpu / PUBLISH_N * 1e6:.0f} µs CPU")
-    for case, app in apps.values():
-        with app.connection_for_write() as conn:
-            _delete_queue(conn, case.queue)
+        case.publisher = app = _publisher(case, confirm=confirm)
+        senders[f"{broker}: {label}"] = case.publish
+        cleanups.append(lambda app=app, queue=queue: _cleanup(app, queue))
+    if "amqp" in urls:
+        for mode in MODES:
+            raw = RawProducer(urls["amqp"], f"bench-publish-{uuid.uuid4().hex[:8]}", mode)
+            senders[f"amqp: {mode}"] = raw.publish
+            cleanups.append(raw.close)
+    samples: dict[str, dict[str, list[float]]] = {k: {"rate": [], "cpu": []} for k in senders}
+    try:
+        for send in senders.values():
+            send(50)  # warm: connection, declarations
+        for _ in range(REPS):
+            order = list(senders)
+            random.shuffle(order)
+            for key in order:
+                cpu0, t0 = time.process_time(), time.perf_counter()
+                senders[key](PUBLISH_N)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+                samples[key]["rate"].append(PUBLISH_N / wall)
+                samples[key]["cpu"].append(cpu / PUBLISH_N * 1e6)
+                print(f"  publish {key}: {PUBLISH_N / wall:.0f}/s, {cpu / PUBLISH_N * 1e6:.0f} µs")
+    finally:
+        for cleanup in cleanups:
+            cleanup()
     return {k: {m: _stats(v) | {"values": v} for m, v in s.items()} for k, s in samples.items()}
+
+
+def _cleanup(app: celery.Celery, queue: str) -> None:
+    with app.connection_for_write() as conn:
+        _delete_queue(conn, queue)
 
 
 def _delete_queue(conn: Connection, queue: str) -> None:
