@@ -3,7 +3,8 @@
 Flavours: ``plain`` (Celery's defaults), ``safe`` (plain ``Celery`` given the kit's
 Celery settings by hand, none of its code), ``kit`` (``make_app`` defaults) and kit
 variants: ``kit_metrics`` (metrics on), ``kit_idem`` (an idempotency key on the task),
-``kit_recycle`` (children recycled every 1000 tasks, the old default). ``BENCH_QUEUE``
+``kit_recycle`` (children recycled every 1000 tasks, the old default), ``kit_kombu``
+(kombu's Redis transport instead of the kit's). ``BENCH_QUEUE``
 names the queue; workers import ``bench._overhead_worker``.
 """
 
@@ -21,7 +22,11 @@ KIT_ENV: dict[str, dict[str, str]] = {
     "kit_metrics": {"CELERY_KIT_METRICS__ENABLED": "true", "CELERY_KIT_METRICS__PORT": "0"},
     "kit_idem": {},
     "kit_recycle": {"CELERY_KIT_WORKER__MAX_TASKS_PER_CHILD": "1000"},
+    "kit_kombu": {"CELERY_KIT_BROKER__TRANSPORT": "kombu"},
 }
+#: Hand-safe: the kit's Celery settings, but kombu's own Redis transport (the kit's
+#: transport is kit code, not a setting a plain app would copy).
+SAFE_ENV = {"CELERY_KIT_BROKER__TRANSPORT": "kombu"}
 FLAVOURS = ("plain", "safe", *KIT_ENV)
 
 
@@ -47,7 +52,7 @@ def build(flavour: str, *, environ: dict[str, str] | None = None) -> Celery:
     app = Celery(f"bench_{flavour}", broker=env["CELERY_BROKER_URL"])
     app.conf.broker_connection_retry_on_startup = True
     if flavour == "safe":  # the kit's settings, written by hand into a plain app
-        app.conf.update(Settings(_environ=kit_environ("kit", env)).celery_conf())
+        app.conf.update(Settings(_environ={**kit_environ("kit", env), **SAFE_ENV}).celery_conf())
     else:
         app.conf.task_default_queue = queue
     app.task(name="bench.noop", shared=False, ignore_result=True)(noop)

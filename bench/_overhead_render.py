@@ -153,7 +153,9 @@ def render(report: dict[str, Any]) -> str:
         f"{report['n_per_run']} no-op tasks (ignore_result) per run (RabbitMQ + solo: a"
         f" quarter), {report['rounds']}"
         " rounds in shuffled order, each worker draining its own queue (the others idle);"
-        " Redis uses kombu's Redis transport (BRPOP consumer). Ratios are paired within a round:"
+        ' On Redis the kit runs its own transport (`broker.transport = "kit"`, the'
+        " default: Lua consume + ack); plain Celery and hand-safe run kombu's; `kit_kombu`"
+        " is the kit on kombu's transport. Ratios are paired within a round:"
         " median [min-max] over rounds. Reproduce: `make bench BENCH=overhead`.",
         "",
         "## Goals",
@@ -183,7 +185,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"| {base} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
     lines += ["", "| variant / kit defaults (prefork) | rate | CPU |", "|---|---|---|"]
     for broker in ("redis", "amqp"):
-        for extra in ("kit_metrics", "kit_idem", "kit_recycle"):
+        for extra in ("kit_metrics", "kit_idem", "kit_recycle", "kit_kombu"):
             rate = _paired(tput, f"{broker}/prefork/{extra}", f"{broker}/prefork/kit", "rate")
             cpu = _paired(tput, f"{broker}/prefork/{extra}", f"{broker}/prefork/kit", "cpu")
             if rate and cpu:

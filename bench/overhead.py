@@ -62,7 +62,10 @@ PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 WARM = 200
 _TICKS = os.sysconf("SC_CLK_TCK")
 PROFILED = ("plain", "safe", "kit", "kit_idem", "kit_metrics")
-PREFORK_EXTRAS = {"redis": ("kit_metrics", "kit_idem", "kit_recycle"), "amqp": ("kit_recycle",)}
+PREFORK_EXTRAS = {
+    "redis": ("kit_metrics", "kit_idem", "kit_recycle", "kit_kombu"),
+    "amqp": ("kit_recycle",),
+}
 
 
 def _cpu_s(pid: int, *, with_reaped: bool = False) -> float:
