@@ -167,8 +167,8 @@ SAFE_DEFAULTS: tuple[SafeDefault, ...] = (
         None,
         "Recycles a pool child once its resident memory passes 500 MiB (checked after each"
         " task), so a slow leak in task code stays bounded; recycling by count instead costs"
-        " a fork (~50 ms of main-process CPU) per N tasks, 7-16 % of a short-task worker at"
-        " N = 1000 (bench/results/overhead.md).",
+        " a fork per N tasks (Celery runs gc.collect() before each): +4-6 % worker CPU per"
+        " no-op task at N = 1000 (bench/results/overhead.md).",
         "worker.max_memory_per_child_kb",
     ),
     SafeDefault(
