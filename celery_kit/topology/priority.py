@@ -40,6 +40,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Request attribute: the delivered priority is already in the kit's terms.
+_SHOWN = "kit_priority_shown"
+
 
 class InvalidPriorityError(PublishError, ValueError):
     """A message was published with a priority outside the kit's 0-9 scale."""
@@ -157,8 +160,11 @@ def show_kit_priority(app: Celery, request: Any, info: Mapping[str, Any]) -> Non
     Called for a delivered (not eager) request whose ``info["priority"]`` is set: by
     ``KitTask.__call__``, or by :func:`kit_priority_in_request` for other task classes.
     """
+    if getattr(request, _SHOWN, False):  # translated once per request, whoever came first
+        return
     try:
         if (kit := delivered_priority(app, info)) is not None:
             request.delivery_info = {**info, "priority": kit}
+        setattr(request, _SHOWN, True)
     except Exception:  # an observer must never break a task
         logger.exception("celery_kit: could not translate the delivered priority")
