@@ -14,7 +14,7 @@ DJANGO_SPEC ?= django>=6
 DJ6_STAMP   := $(DJ6_VENV)/.installed
 DJ6_TESTS   := tests/unit/integrations/test_django_tasks.py tests/integration/test_django_tasks.py
 
-.PHONY: install lint typecheck test test-deps unit integration test-django6 demo bench clean
+.PHONY: install lint typecheck test test-deps unit integration test-django6 demo bench bench-profile clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,8 +73,13 @@ demo: install
 	$(PY) -m examples.demo
 
 ## make bench: kit vs plain Celery, side by side, results in bench/results/
+## (BENCH=overhead runs one module; make bench-profile adds py-spy profiles to bench.overhead)
+BENCH ?=
 bench: install
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH)
+
+bench-profile: install
+	BENCH_PROFILE=1 $(PY) -m bench overhead
 
 clean:
 	rm -rf $(VENV) $(DJ6_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -15,9 +15,13 @@ from celery_kit.console import refusals
 from celery_kit.delays.step import install_delays
 from celery_kit.observability.install import install_observability
 from celery_kit.state import attach_state
-from celery_kit.tasks.base import install_tasks
+from celery_kit.tasks.base import KitTask, install_tasks
 from celery_kit.tasks.checks import check_redis_options, check_tasks
-from celery_kit.topology.routing import check_task_routing, install_topology
+from celery_kit.topology.routing import (
+    check_task_routing,
+    connect_priority_receivers,
+    install_topology,
+)
 from celery_kit.topology.shutdown import install_deferred_shutdown
 
 if TYPE_CHECKING:
@@ -78,4 +82,6 @@ class StartupChecks(bootsteps.Step):
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         with refusals():  # one short block and exit 2, not Celery's traceback
             run_startup_checks(parent.app)
+        # before the pool forks: children inherit the receivers
+        connect_priority_receivers(parent.app, translates=lambda task: isinstance(task, KitTask))
         super().__init__(parent, **kwargs)

@@ -69,11 +69,11 @@ def build_conf(settings: Settings) -> dict[str, ConfEntry]:
         put("result_backend", settings.result_backend, "result_backend")
     elif settings.is_redis_broker:
         put("result_backend", settings.broker_url.split(";")[0], "result_backend", _DERIVED)
-    if settings.worker.max_memory_per_child_kb is not None:
+    if settings.worker.max_tasks_per_child is not None:
         put(
-            "worker_max_memory_per_child",
-            settings.worker.max_memory_per_child_kb,
-            "worker.max_memory_per_child_kb",
+            "worker_max_tasks_per_child",
+            settings.worker.max_tasks_per_child,
+            "worker.max_tasks_per_child",
         )
     if settings.tasks.limits:
         put("task_annotations", _annotations(settings), "tasks.limits")

@@ -162,12 +162,14 @@ SAFE_DEFAULTS: tuple[SafeDefault, ...] = (
         "worker.cancel_long_running_tasks_on_connection_loss",
     ),
     SafeDefault(
-        "worker_max_tasks_per_child",
-        1000,
+        "worker_max_memory_per_child",
+        512_000,
         None,
-        "Recycles pool children so slow memory leaks in task code cannot grow without bound;"
-        " one fork per 1000 tasks is negligible.",
-        "worker.max_tasks_per_child",
+        "Recycles a pool child once its resident memory passes 500 MiB (checked after each"
+        " task), so a slow leak in task code stays bounded; recycling by count instead costs"
+        " a fork per N tasks (Celery runs gc.collect() before each): +4-6 % worker CPU per"
+        " no-op task at N = 1000 (bench/results/overhead.md).",
+        "worker.max_memory_per_child_kb",
     ),
     SafeDefault(
         "broker_heartbeat",

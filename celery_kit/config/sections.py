@@ -81,10 +81,12 @@ class WorkerSettings(KitModel):
     """``[worker]``: defaults for every worker (profiles may refine them)."""
 
     prefetch_multiplier: int = Field(default=d.default_for("worker.prefetch_multiplier"))
-    max_tasks_per_child: int | None = Field(
-        default=d.default_for("worker.max_tasks_per_child"), gt=0
+    #: Recycle a pool child after this many tasks; ``None``: never by count.
+    max_tasks_per_child: int | None = Field(default=None, gt=0)
+    #: Recycle a pool child above this resident memory (KiB); ``None``: no cap.
+    max_memory_per_child_kb: int | None = Field(
+        default=d.default_for("worker.max_memory_per_child_kb"), gt=0
     )
-    max_memory_per_child_kb: int | None = Field(default=None, gt=0)
     cancel_long_running_tasks_on_connection_loss: bool = d.default_for(
         "worker.cancel_long_running_tasks_on_connection_loss"
     )

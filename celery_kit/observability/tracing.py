@@ -22,6 +22,7 @@ from celery import signals
 
 from celery_kit.exceptions import ConfigError
 from celery_kit.state import find_state, state_of
+from celery_kit.topology.priority import show_kit_priority
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -219,8 +220,10 @@ def _prerun_attributes(sender: Any = None, **_: Any) -> None:
         info = request.delivery_info or {}
         span.set_attribute(ATTRIBUTES["queue"], str(info.get("routing_key") or ""))
         span.set_attribute(ATTRIBUTES["retries"], int(request.retries or 0))
-        # the kit's own prerun receiver (routing.py, connected at make_app, so earlier)
-        # has already put the kit's value back in place of the broker's
+        if info.get("priority") is not None and not info.get("is_eager"):
+            # the kit's value in place of the broker's (KitTask.__call__, later, would)
+            show_kit_priority(sender.app, request, info)
+            info = request.delivery_info or {}
         priority = info.get("priority")
         if priority is not None:
             span.set_attribute(ATTRIBUTES["priority"], priority)

@@ -19,6 +19,7 @@ from celery_kit.tasks.errors import PermanentError
 from celery_kit.tasks.options import Plan
 from celery_kit.tasks.overlap import run_exclusive, wants_guard
 from celery_kit.topology.delays import delay_route
+from celery_kit.topology.priority import show_kit_priority
 from celery_kit.topology.publish import check_delay
 
 if TYPE_CHECKING:
@@ -93,10 +94,16 @@ class KitTask(Task[Any, Any]):
 
     def _call_planned(self, *args: Any, **kwargs: Any) -> Any:
         plan, request = self._kit_plan, self.request
-        if (request.delivery_info or {}).get("redelivered") and not request.called_directly:
-            from celery_kit.tasks.poison import mark_running
+        info = request.delivery_info
+        if info and not request.called_directly:
+            if info.get("priority") is not None and not info.get("is_eager"):
+                # the kit value, not the broker's (a retry re-publishes it); done here
+                # instead of in a task_prerun receiver, so Celery sends no signal
+                show_kit_priority(self.app, request, info)
+            if info.get("redelivered"):
+                from celery_kit.tasks.poison import mark_running
 
-            mark_running(self)  # a whole-worker death while running is then counted
+                mark_running(self)  # a whole-worker death while running is then counted
         if plan is None or request.called_directly:
             return super().__call__(*args, **kwargs)
         return guards.run_guarded(self, plan, args, kwargs, super().__call__)

@@ -35,9 +35,13 @@ __all__ = [
     "delivered_priority",
     "kit_priority_in_request",
     "priority_map",
+    "show_kit_priority",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Request attribute: the delivered priority is already in the kit's terms.
+_SHOWN = "kit_priority_shown"
 
 
 class InvalidPriorityError(PublishError, ValueError):
@@ -144,12 +148,23 @@ def kit_priority_in_request(sender: Any = None, task: Any = None, **_: Any) -> N
     ``Task.retry`` republishes with that value (``signature_from_request``), which the
     kit would translate a second time. Putting the kit value back prevents that.
     """
+    request = task.request
+    info = request.delivery_info
+    if info and info.get("priority") is not None and not info.get("is_eager"):
+        show_kit_priority(task.app, request, info)
+
+
+def show_kit_priority(app: Celery, request: Any, info: Mapping[str, Any]) -> None:
+    """Replace the broker priority in ``request.delivery_info`` by the kit's (never raises).
+
+    Called for a delivered (not eager) request whose ``info["priority"]`` is set: by
+    ``KitTask.__call__``, or by :func:`kit_priority_in_request` for other task classes.
+    """
+    if getattr(request, _SHOWN, False):  # translated once per request, whoever came first
+        return
     try:
-        request = task.request
-        info = request.delivery_info or {}
-        if info.get("is_eager") or info.get("priority") is None:
-            return
-        if (kit := delivered_priority(task.app, info)) is not None:
+        if (kit := delivered_priority(app, info)) is not None:
             request.delivery_info = {**info, "priority": kit}
+        setattr(request, _SHOWN, True)
     except Exception:  # an observer must never break a task
         logger.exception("celery_kit: could not translate the delivered priority")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery import signals
 
@@ -13,11 +13,13 @@ from celery_kit.topology.canvas import install_canvas_guard
 from celery_kit.topology.priority import kit_priority_in_request
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from celery import Celery
 
     from celery_kit.config.settings import Settings
 
-__all__ = ["check_task_routing", "install_topology"]
+__all__ = ["check_task_routing", "connect_priority_receivers", "install_topology"]
 
 
 def check_task_routing(app: Celery) -> None:
@@ -47,14 +49,33 @@ def check_task_routing(app: Celery) -> None:
 
 
 def install_topology(app: Celery, settings: Settings) -> None:
-    """Connect the kit's worker-side priority translation and the canvas countdown guard.
-
-    The queues and the router themselves are values of ``Settings.celery_conf()``; the
-    routing check runs in the start-up bootstep (``celery_kit.build.StartupChecks``).
+    """Connect the canvas countdown guard. The queues and the router are values of
+    ``Settings.celery_conf()``, the routing check runs in the start-up bootstep
+    (``celery_kit.build.StartupChecks``), and the delivered priority is translated by
+    ``KitTask`` itself or by :func:`connect_priority_receivers` at worker start.
     """
-    # One receiver per process (it finds each task's app): a per-app receiver would
-    # pile up in processes that build many apps.
-    signals.task_prerun.connect(
-        kit_priority_in_request, weak=False, dispatch_uid="celery_kit.routing.priority"
-    )
     install_canvas_guard()  # a too-long countdown anywhere in a canvas: refused before sending
+
+
+def connect_priority_receivers(app: Celery, *, translates: Callable[[Any], bool]) -> int:
+    """Worker start: connect :func:`kit_priority_in_request` for each task of ``app`` that
+    does not translate its delivered priority itself (``translates(task)`` is false, e.g.
+    a task declared with ``base=celery.Task``), with that task as the only sender.
+
+    Celery sends ``task_prerun`` only when it has receivers
+    (``celery/app/trace.py: build_tracer``), so an app whose tasks all translate for
+    themselves pays nothing per task. Returns how many receivers were connected.
+    """
+    app.finalize(auto=True)
+    connected = 0
+    for task in app.tasks.values():
+        if task.name.startswith("celery.") or translates(task):
+            continue
+        signals.task_prerun.connect(
+            kit_priority_in_request,
+            sender=task,
+            weak=False,
+            dispatch_uid=f"celery_kit.routing.priority.{id(task)}",
+        )
+        connected += 1
+    return connected

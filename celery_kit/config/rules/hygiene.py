@@ -266,8 +266,8 @@ HYGIENE_RULES: tuple[Rule, ...] = (
         "A slow memory leak in task code (or a C extension) grows until the OOM killer"
         " ends the whole worker, with every task it was running.",
         f"{_CONF}#worker-max-tasks-per-child",
-        "worker_max_tasks_per_child = 1000 (and/or worker_max_memory_per_child)",
-        "nothing: the kit sets worker.max_tasks_per_child = 1000",
+        "worker_max_memory_per_child = 512000 (KiB; or worker_max_tasks_per_child)",
+        "nothing: the kit sets worker.max_memory_per_child_kb = 512000",
         _children,
     ),
     _rule(

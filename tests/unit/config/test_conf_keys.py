@@ -10,7 +10,7 @@ from celery_kit.config.defaults import DOCUMENTED_EXTRA_KEYS, SAFE_DEFAULTS
 
 FULL = {
     "tasks": {"limits": {"p.t": {"soft_time_limit_s": 5, "time_limit_s": 10}}},
-    "worker": {"max_memory_per_child_kb": 200_000},
+    "worker": {"max_memory_per_child_kb": 200_000, "max_tasks_per_child": 5000},
     "result_backend": "redis://127.0.0.1:6399/1",
     "celery_overrides": {"worker_send_task_events": True},
 }
@@ -43,3 +43,12 @@ def test_readme_table_is_generated_from_defaults() -> None:
 
     readme = (Path(__file__).parents[3] / "README.md").read_text()
     assert defaults_table() in readme, "run `celery-kit defaults --markdown` and paste it"
+
+
+def test_children_are_recycled_by_memory_not_by_count_unless_asked() -> None:
+    default = Settings(_environ={}, broker_url="redis://127.0.0.1:6399/0").celery_conf()
+    assert default["worker_max_memory_per_child"] == 512_000
+    assert "worker_max_tasks_per_child" not in default  # Celery's None: no fork every N tasks
+    both = Settings(_environ={}, broker_url="redis://127.0.0.1:6399/0", **FULL).celery_conf()
+    assert both["worker_max_tasks_per_child"] == 5000
+    assert both["worker_max_memory_per_child"] == 200_000

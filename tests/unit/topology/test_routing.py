@@ -196,3 +196,43 @@ def test_a_failing_translation_is_logged_not_raised(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.ERROR, logger="celery_kit.topology.priority"):
         kit_priority_in_request(sender=task, task=task)
     assert "could not translate" in caplog.text
+
+
+def test_kit_tasks_translate_the_delivered_priority_without_a_signal() -> None:
+    from celery import signals
+
+    from celery_kit.build import StartupChecks
+
+    app = kit_app()
+
+    @app.task(name="t.kit", shared=False)
+    def kit_task() -> Any:
+        return dict(kit_task.request.delivery_info)
+
+    @app.task(name="t.plain", shared=False, base=celery_task_class())
+    def plain_task() -> None:
+        return None
+
+    before = list(signals.task_prerun.receivers)
+    try:
+        StartupChecks(types.SimpleNamespace(app=app))
+        added = [r for r in signals.task_prerun.receivers if r not in before]
+        # one receiver, for the task that is not a KitTask, with it as the only sender
+        assert len(added) == 1
+        assert kit_priority_in_request not in signals.task_prerun._live_receivers(kit_task)
+        assert kit_priority_in_request in signals.task_prerun._live_receivers(plain_task)
+    finally:
+        signals.task_prerun.receivers[:] = before
+        signals.task_prerun.sender_receivers_cache.clear()
+    info = {"exchange": "", "routing_key": "high", "priority": 2}
+    kit_task.push_request(delivery_info=info, called_directly=False)
+    try:
+        assert kit_task()["priority"] == Priority.HIGH  # Redis: broker 2 is kit 7
+    finally:
+        kit_task.pop_request()
+
+
+def celery_task_class() -> Any:
+    from celery import Task
+
+    return Task
