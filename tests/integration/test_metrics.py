@@ -413,8 +413,12 @@ def test_rabbitmq_queue_length_and_probes(
     kit_amqp_url: str, kit_redis_url: str, kit_worker, kit_unique_name: str, tmp_path: Path
 ) -> None:
     from kombu import Connection
+    from prometheus_client import CollectorRegistry
 
+    from celery_kit.config import MetricsSettings
     from celery_kit.observability.depth import DepthReader
+    from celery_kit.observability.metrics import KitMetrics
+    from celery_kit.observability.poller import QueueLengthPoller
 
     queue = kit_unique_name
     env = obs_env(kit_amqp_url, kit_redis_url, tmp_path, CELERY_KIT_TASKS__DEFAULT_QUEUE=queue)
@@ -432,6 +436,17 @@ def test_rabbitmq_queue_length_and_probes(
         assert depths[queue].messages == len(levels)
         assert depths[queue].consumers == 0
         assert depths[f"{queue}-missing"].messages is None
+        # and the poller exports that total, but no per-priority split (RabbitMQ has none)
+        m = KitMetrics(MetricsSettings(), registry=CollectorRegistry())
+        poller = QueueLengthPoller(app, m, queues=[queue], interval_s=60)
+        try:
+            assert poller.sample_once()[queue].by_step == ()
+        finally:
+            poller.stop()
+        assert m.registry.get_sample_value("celery_queue_length", {"queue_name": queue}) == 5
+        names = {s.name for family in m.registry.collect() for s in family.samples}
+        assert "celery_queue_length" in names
+        assert "celery_queue_length_by_priority" not in names
         # When a worker consumes it, its heartbeat passes both probes on RabbitMQ too
         worker = kit_worker("kit_observe", env=env, queues=[queue], pythonpath=[APPS])
         assert {app.AsyncResult(i).get(timeout=60) for i in ids} <= set(worker.pool_pids())
