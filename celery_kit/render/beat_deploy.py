@@ -20,6 +20,7 @@ __all__ = [
     "CONTAINER_BEAT_HEARTBEAT_FILE",
     "beat_argv",
     "beat_env",
+    "beat_heartbeat_file",
     "beat_metrics_port",
     "beat_probe_argv",
     "beat_rendered",
