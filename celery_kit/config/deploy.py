@@ -77,6 +77,10 @@ class AlertSettings(_Model):
     failure_ratio: float = Field(default=0.05, gt=0, le=1)
     #: 95th percentile of publish → start latency above this, per queue.
     latency_p95_s: float = Field(default=60.0, gt=0)
+    #: 95th percentile of due → moved into its queue, for delayed tasks (the delay set's
+    #: mover). Normal lag is about one ``delays.mover_interval_s``; a leader hand-over adds
+    #: up to ``delays.lock_ttl_s`` once.
+    delay_lag_p95_s: float = Field(default=60.0, gt=0)
 
 
 class DeploySettings(_Model):

@@ -28,7 +28,9 @@ _QUEUE_WAIT_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
                          300.0, 600.0, 1800.0, 3600.0)
 # fmt: on
 #: Label names the kit's metrics use themselves (static labels may not reuse them).
-_RESERVED_LABELS = frozenset({"name", "hostname", "queue_name", "exception", "le", "quantile"})
+_RESERVED_LABELS = frozenset(
+    {"name", "hostname", "queue_name", "exception", "reason", "state", "priority", "le", "quantile"}
+)
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 

@@ -1,12 +1,15 @@
 """How many messages wait in a queue, and how old the oldest is, on Redis and RabbitMQ.
 
 On Redis a kit queue ``q`` is one list per priority step (``q``, ``q:1`` … ``q:9`` with the
-kit's ``sep=":"``); every list is counted, unlike tools that read ``LLEN q`` alone.
+kit's ``sep=":"``); every list is counted, unlike tools that read ``LLEN q`` alone, and the
+count of each list is kept (:attr:`QueueDepth.by_step`). RabbitMQ shows one count per queue:
+how many messages wait at each priority cannot be seen there without consuming them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -45,6 +48,9 @@ class QueueDepth:
     consumers: int | None = None
     #: Messages waiting in the delay set for this queue (Redis with the kit's transport).
     delayed: int | None = None
+    #: Redis: ``(broker priority step, messages)`` for each of the queue's lists, in
+    #: ``priority_steps`` order (step 0 is the list BRPOP reads first); empty on RabbitMQ.
+    by_step: tuple[tuple[int, int], ...] = ()
 
 
 def redis_list_names(queue: str, *, sep: str, priority_steps: Iterable[int]) -> list[str]:
@@ -53,8 +59,15 @@ def redis_list_names(queue: str, *, sep: str, priority_steps: Iterable[int]) -> 
     Mirrors kombu's ``Channel._q_for_pri``: step 0 is the bare name, step ``n`` is
     ``f"{queue}{sep}{n}"``.
     """
-    names = [queue if not step else f"{queue}{sep}{step}" for step in priority_steps]
-    return list(dict.fromkeys(names))
+    return [name for _, name in _redis_lists(queue, sep=sep, priority_steps=priority_steps)]
+
+
+def _redis_lists(queue: str, *, sep: str, priority_steps: Iterable[int]) -> list[tuple[int, str]]:
+    """``(step, list name)`` of ``queue``, one per distinct list (kombu's ``_q_for_pri``)."""
+    found: dict[str, int] = {}
+    for step in priority_steps:
+        found.setdefault(queue if not step else f"{queue}{sep}{step}", step)
+    return [(step, name) for name, step in found.items()]
 
 
 class DepthReader:
@@ -137,11 +150,17 @@ class DepthReader:
         # A plain client on kombu's pool: kombu's own client adds global_keyprefix to some
         # commands only (not LINDEX), so the kit prefixes every key itself.
         client = redis.Redis(connection_pool=channel.client.connection_pool)
-        lists = {q: [prefix + n for n in redis_list_names(q, sep=sep, priority_steps=steps)]
-                 for q in queues}  # fmt: skip
+        lists = {
+            q: [
+                (step, prefix + name)
+                for step, name in _redis_lists(q, sep=sep, priority_steps=steps)
+            ]
+            for q in queues
+        }
+        # one round trip for every list of every queue (the per-step counts come with it)
         with client.pipeline(transaction=False) as pipe:
-            for keys in lists.values():
-                for key in keys:
+            for keyed in lists.values():
+                for _, key in keyed:
                     pipe.llen(key)
                     if oldest:
                         pipe.lindex(key, -1)  # kombu LPUSHes and BRPOPs: the tail is oldest
@@ -150,24 +169,25 @@ class DepthReader:
         out: dict[str, QueueDepth] = {}
         per_key = 2 if oldest else 1
         at = 0
-        for queue, keys in lists.items():
-            total, stamps = 0, []
-            for _ in keys:
-                total += int(replies[at] or 0)
+        for queue, keyed in lists.items():
+            counts: list[tuple[int, int]] = []
+            stamps: list[float] = []
+            for step, _ in keyed:
+                counts.append((step, int(replies[at] or 0)))
                 if oldest and replies[at + 1] is not None:
                     stamp = _published_at(replies[at + 1])
                     if stamp is not None:
                         stamps.append(stamp)
                 at += per_key
             age = max(0.0, now - min(stamps)) if stamps else None
-            out[queue] = QueueDepth(queue, total, age)
+            total = sum(n for _, n in counts)
+            out[queue] = QueueDepth(queue, total, age, by_step=tuple(counts))
         delay_key = str(getattr(channel, "delay_key", "") or "")
         if delay_key:
             per_list = count_by_list(client, prefix + delay_key)
-            for queue, keys in lists.items():
-                found = out[queue]
-                delayed = sum(per_list.get(k, 0) for k in keys)
-                out[queue] = QueueDepth(queue, found.messages, found.oldest_age_s, None, delayed)
+            for queue, keyed in lists.items():
+                delayed = sum(per_list.get(k, 0) for _, k in keyed)
+                out[queue] = dataclasses.replace(out[queue], delayed=delayed)
         return out
 
     def _read_amqp(self, conn: Connection, queues: list[str]) -> dict[str, QueueDepth]:

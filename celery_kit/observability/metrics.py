@@ -122,6 +122,16 @@ class KitMetrics:
             multiprocess_mode="livemostrecent",
             registry=r,
         )
+        # A new name, not a label on queue_length: celery-exporter's series keeps meaning
+        # the whole queue, and sum by (queue_name) over this one equals it on Redis.
+        self.queue_length_by_priority = Gauge(
+            f"{p}_queue_length_by_priority",
+            "Messages waiting in a queue at one kit priority (0-9, higher is more urgent);"
+            " Redis only: RabbitMQ cannot count a queue's messages by priority.",
+            ("queue_name", "priority", *static),
+            multiprocess_mode="livemostrecent",
+            registry=r,
+        )
         self.queue_oldest_age = Gauge(
             f"{p}_queue_oldest_message_age_seconds",
             "Age of the oldest waiting message (Redis, kit-stamped messages only).",

@@ -1,4 +1,12 @@
-"""The queue-length poller: samples every priority sub-queue into the kit's gauges."""
+"""The queue-length poller: samples every priority sub-queue into the kit's gauges.
+
+One broker pass per sample sets the whole queue's length (celery-exporter's
+``celery_queue_length``) and, on Redis, the length at each kit priority
+(``celery_queue_length_by_priority``) from the same pipelined ``LLEN`` replies. When the
+broker cannot be read the sample is skipped: every gauge keeps its last value (a scrape
+still answers), one WARNING is logged per outage, and the next sample that succeeds
+overwrites them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from celery_kit.observability.depth import DepthReader
+from celery_kit.topology.priority import priority_map
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -25,11 +34,13 @@ class QueueLengthPoller:
 
     Args:
         app: the Celery app (broker connection settings).
-        metrics: whose ``queue_length``/``queue_oldest_age`` gauges to set.
+        metrics: whose queue gauges to set (``queue_length``, ``queue_length_by_priority``,
+            ``queue_oldest_age``, ``queue_depth``).
         queues: the queue names, or a callable returning them at each sample.
         interval_s: seconds between samples.
         timeout_s: bound on every broker call.
         dead_letters: returns how many dead letters are kept (``celery_dlq_entries``).
+        reader: the broker reader; a :class:`DepthReader` over ``app``'s broker if omitted.
     """
 
     def __init__(
@@ -41,12 +52,14 @@ class QueueLengthPoller:
         interval_s: float,
         timeout_s: float = 5.0,
         dead_letters: Callable[[], int] | None = None,
+        reader: DepthReader | None = None,
     ) -> None:
         self._dead_letters = dead_letters
+        self._app = app
         self._metrics = metrics
         self._queues = queues
         self._interval_s = interval_s
-        self._reader = DepthReader(app, timeout_s=timeout_s)
+        self._reader = reader if reader is not None else DepthReader(app, timeout_s=timeout_s)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
@@ -75,7 +88,21 @@ class QueueLengthPoller:
                 m.child(m.queue_depth, name, "ready").set(depth.messages)
             if depth.delayed is not None:
                 m.child(m.queue_depth, name, "delayed").set(depth.delayed)
+            for priority, messages in self._by_priority(name, depth.by_step).items():
+                m.child(m.queue_length_by_priority, name, str(priority)).set(messages)
         return depths
+
+    def _by_priority(self, queue: str, by_step: tuple[tuple[int, int], ...]) -> dict[int, int]:
+        """Redis list step → kit priority (list ``q`` holds the most urgent, 9)."""
+        if not by_step:  # RabbitMQ: one count per queue, no split
+            return {}
+        table = priority_map(self._app)
+        out: dict[int, int] = {}
+        for step, messages in by_step:
+            level = table.to_kit(queue, step)
+            if level is not None:
+                out[level] = out.get(level, 0) + messages
+        return out
 
     def _sample_dead_letters(self) -> None:
         if self._dead_letters is None:
@@ -104,5 +131,8 @@ class QueueLengthPoller:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.sample_once()
+            try:
+                self.sample_once()
+            except Exception:  # a bug in a gauge update must not end the sampling thread
+                logger.exception("celery_kit metrics: queue-length sample failed")
             self._stop.wait(self._interval_s)

@@ -122,6 +122,7 @@ def alert_rules(ctx: Context) -> dict[str, Any]:
             runbook="Not enough workers for the queue's load, or long tasks hold every slot:"
             " scale the consuming profile or move slow tasks to a bulk queue.",
         ),
+        *_delay_rules(ctx, prefix=p, window=w),
         _rule(
             "CeleryWorkersLost",
             f"count(max_over_time({p}_worker_up[{w}]) == 1)"
@@ -145,6 +146,29 @@ def alert_rules(ctx: Context) -> dict[str, Any]:
     ]
     rules += beat_rules(ctx.settings, rule=_rule, prefix=p, window=w, for_s=a.for_s)
     return {"groups": [{"name": "celery-kit", "interval": f"{a.interval_s}s", "rules": rules}]}
+
+
+def _delay_rules(ctx: Context, *, prefix: str, window: str) -> list[dict[str, Any]]:
+    """Lag of the delay set's mover: only where workers run it and serve what it measured
+    (a separate ``kit mover`` serves no metrics)."""
+    settings = ctx.settings
+    if not (settings.uses_delay_set and settings.delays.mover_in_worker):
+        return []
+    a = settings.deploy.alerts
+    return [
+        _rule(
+            "CeleryDelayedTasksLate",
+            "histogram_quantile(0.95, sum by (le)"
+            f" (rate({prefix}_delay_lag_seconds_bucket[{window}]))) > {a.delay_lag_p95_s:g}",
+            for_s=a.for_s,
+            severity="warning",
+            summary="delayed tasks reach their queue {{ $value }} s after they were due (p95)",
+            runbook="The delay-set mover falls behind: find the leader in the worker logs"
+            ' ("celery_kit mover: this process is the leader", or "cannot move delayed'
+            ' messages"), check Redis latency and CPU, raise delays.batch for bursts of due'
+            " tasks (kit delays count shows what waits). Tasks run late; none is lost.",
+        )
+    ]
 
 
 def render_alerts(ctx: Context) -> dict[str, str]:

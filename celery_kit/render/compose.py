@@ -1,5 +1,6 @@
 """Docker Compose: the broker (Redis with AOF and noeviction, or RabbitMQ), a service per
-worker profile, the exporter, Flower (credentials from the env file) and a web placeholder.
+worker profile, the exporter, beat (when it has a schedule), Flower (credentials from the
+env file) and a web placeholder.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from celery_kit.render import beat_deploy
 from celery_kit.render.model import CONTAINER_METRICS_DIR, Context, dump_yaml
 
 __all__ = ["compose_file", "render_compose"]
@@ -111,6 +113,14 @@ def compose_file(ctx: Context) -> dict[str, Any]:
         port = ctx.settings.metrics.port
         services[ctx.object_name("exporter")] = _service(
             ctx, ctx.exporter_argv(), ports=[f"127.0.0.1:{port}:{port}"]
+        )
+    if beat_deploy.beat_rendered(ctx):  # one replica; the leader lease makes extra ones safe
+        services[ctx.object_name("beat")] = _service(
+            ctx,
+            beat_deploy.beat_argv(ctx),
+            environment=beat_deploy.beat_env(ctx),
+            stop_signal="SIGTERM",  # releases the lease: another replica leads at once
+            healthcheck=_healthcheck(beat_deploy.beat_probe_argv(ctx), 30),
         )
     flower = ctx.flower_argv()
     if flower is not None:

@@ -1,5 +1,5 @@
-"""A Grafana dashboard over the kit's metrics: throughput, failures, runtime, queues,
-latency, workers and the dead-letter queue.
+"""A Grafana dashboard over the kit's metrics: throughput, failures, runtime, queues (also
+by priority), latency, workers and the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -13,6 +13,14 @@ __all__ = ["dashboard", "dashboard_queries", "render_dashboard"]
 #: Grafana's rate window variable (at least four scrape intervals).
 RATE = "$__rate_interval"
 _DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+#: Panel title → what the panel cannot show (Grafana's panel description).
+_DESCRIPTIONS = {
+    "Queue length per priority": (
+        "Messages waiting at each kit priority (9 = most urgent), empty levels hidden. Redis"
+        " only: RabbitMQ cannot count a queue's messages by priority without consuming them,"
+        ' so its queues appear in "Queue length (all priorities)" alone.'
+    ),
+}
 
 
 def _panels(ctx: Context) -> list[tuple[str, str, list[tuple[str, str]]]]:
@@ -36,6 +44,9 @@ def _panels(ctx: Context) -> list[tuple[str, str, list[tuple[str, str]]]]:
              "p95 {{name}}")]),
         ("Queue length (all priorities)", "short", [
             (f"max by (queue_name) ({p}_queue_length)", "{{queue_name}}")]),
+        ("Queue length per priority", "short", [
+            (f"max by (queue_name, priority) ({p}_queue_length_by_priority) > 0",
+             "{{queue_name}} priority {{priority}}")]),
         ("Oldest waiting message", "s", [
             (f"max by (queue_name) ({p}_queue_oldest_message_age_seconds)", "{{queue_name}}")]),
         ("Publish → start latency p95", "s", [
@@ -69,11 +80,13 @@ def dashboard(ctx: Context) -> dict[str, Any]:
     ctx.require_metrics("dashboard")
     panels = []
     for i, (title, unit, targets) in enumerate(_panels(ctx)):
+        described = {"description": _DESCRIPTIONS[title]} if title in _DESCRIPTIONS else {}
         panels.append(
             {
                 "id": i + 1,
                 "type": "timeseries",
                 "title": title,
+                **described,
                 "datasource": _DATASOURCE,
                 "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
                 "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},

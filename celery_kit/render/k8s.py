@@ -1,5 +1,6 @@
 """Kubernetes objects: a Deployment and PodDisruptionBudget per worker profile, metrics
-Services and a ServiceMonitor, the one queue-length exporter, and Flower (with auth only).
+Services and a ServiceMonitor, the one queue-length exporter, beat (when it has a schedule)
+and Flower (with auth only).
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from celery_kit.render import beat_deploy
 from celery_kit.render.model import CONTAINER_METRICS_DIR, Context, dump_yaml
 
 __all__ = ["k8s_objects", "render_k8s"]
@@ -99,13 +101,10 @@ def _deployment(
     if recreate:  # never two at once (two exporters would double every queue length)
         spec["strategy"] = {"type": "Recreate"}
     annotations = {}
-    if ctx.settings.metrics.enabled and any(
-        p.get("name") == "metrics" for c in pod_spec["containers"] for p in c.get("ports", [])
-    ):
-        annotations = {
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(ctx.settings.metrics.port),
-        }
+    ports = [p for c in pod_spec["containers"] for p in c.get("ports", [])]
+    metrics = [p["containerPort"] for p in ports if p.get("name") == "metrics"]
+    if ctx.settings.metrics.enabled and metrics:
+        annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics[0])}
     template_meta: dict[str, Any] = {"labels": labels}
     if annotations:
         template_meta["annotations"] = annotations
@@ -200,6 +199,29 @@ def _exporter(ctx: Context) -> list[dict[str, Any]]:
     return [deployment, _service(ctx, name, labels, selector)]
 
 
+def _beat(ctx: Context) -> list[dict[str, Any]]:
+    if not beat_deploy.beat_rendered(ctx):
+        return []
+    name = ctx.object_name("beat")
+    labels, selector = _labels(ctx, "beat"), _selector(ctx, "beat")
+    container = _container(ctx, "beat", beat_deploy.beat_argv(ctx), None)
+    container["env"] = _env(beat_deploy.beat_env(ctx))
+    port = beat_deploy.beat_metrics_port(ctx)
+    if port is not None:
+        container["ports"] = [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+    probe = beat_deploy.beat_probe_argv(ctx)
+    container["startupProbe"] = _exec_probe(
+        probe, period_s=STARTUP_PERIOD_S, failures=STARTUP_FAILURES
+    )
+    container["livenessProbe"] = _exec_probe(probe, period_s=30, failures=2)
+    # one replica; a rolling update may run two for a moment: only the lease holder sends
+    pod = {"containers": [container]}
+    objects = [_deployment(ctx, name, labels, selector, pod, replicas=1)]
+    if port is not None:
+        objects.append(_service(ctx, name, labels, selector, port=port))
+    return objects
+
+
 def _flower(ctx: Context) -> list[dict[str, Any]]:
     argv = ctx.flower_argv()
     if argv is None:  # flower.allow_insecure: the kit renders no unauthenticated Flower
@@ -245,6 +267,7 @@ def k8s_objects(ctx: Context) -> list[dict[str, Any]]:
         ctx.require_metrics("k8s")
         objects += _exporter(ctx)
         objects.append(_service_monitor(ctx))
+    objects += _beat(ctx)
     objects += _flower(ctx)
     return objects
 

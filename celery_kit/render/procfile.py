@@ -1,11 +1,12 @@
-"""Procfile: one process type per worker profile, plus the queue-length exporter."""
+"""Procfile: one process type per worker profile, plus the queue-length exporter and beat."""
 
 from __future__ import annotations
 
 import shlex
 
+from celery_kit.render import beat_deploy
 from celery_kit.render.model import Context
-from celery_kit.render.systemd import exporter_port, metrics_port
+from celery_kit.render.systemd import beat_port, exporter_port, metrics_port
 
 __all__ = ["procfile_lines", "render_procfile"]
 
@@ -25,6 +26,10 @@ def procfile_lines(ctx: Context) -> list[str]:
     if ctx.settings.metrics.enabled:
         argv = [*ctx.exporter_argv(), "--port", str(exporter_port(ctx))]
         lines.append(f"exporter: {shlex.join(argv)}")
+    if beat_deploy.beat_rendered(ctx):
+        env = beat_deploy.beat_env(ctx, heartbeat=False, port=beat_port(ctx))
+        words = [f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+        lines.append(f"beat: {' '.join([*words, shlex.join(beat_deploy.beat_argv(ctx))])}")
     return lines
 
 

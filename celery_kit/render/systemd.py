@@ -1,4 +1,5 @@
-"""systemd units: one service per worker profile and one for the queue-length exporter.
+"""systemd units: one service per worker profile, one for the queue-length exporter and one
+for beat (when it has a schedule).
 
 Units are built as ``(section, [(key, value)])`` data and written by one serializer that
 quotes command lines and escapes ``%`` (systemd specifiers; Celery's ``-n name@%h`` needs
@@ -10,9 +11,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from celery_kit.render import beat_deploy
 from celery_kit.render.model import Context
 
-__all__ = ["Unit", "dump_unit", "exporter_port", "metrics_port", "render_systemd", "units"]
+__all__ = [
+    "Unit",
+    "beat_port",
+    "dump_unit",
+    "exporter_port",
+    "metrics_port",
+    "render_systemd",
+    "units",
+]
 
 Unit = list[tuple[str, list[tuple[str, str]]]]
 
@@ -53,6 +63,13 @@ def metrics_port(ctx: Context, index: int) -> int:
 def exporter_port(ctx: Context) -> int:
     """The exporter listens after the workers' ports."""
     return ctx.settings.metrics.port + len(ctx.profiles)
+
+
+def beat_port(ctx: Context) -> int | None:
+    """Beat listens after the exporter (``None``: metrics off)."""
+    if beat_deploy.beat_metrics_port(ctx) is None:
+        return None
+    return exporter_port(ctx) + 1
 
 
 def _service(
@@ -115,6 +132,16 @@ def units(ctx: Context) -> dict[str, Unit]:
             "celery_kit queue-length exporter (one per deployment)",
             [*ctx.exporter_argv(celery=deploy.celery_bin), "--port", str(exporter_port(ctx))],
             {},
+            stop_s=30,
+            runtime_dir=name,
+        )
+    if beat_deploy.beat_rendered(ctx):
+        name = ctx.object_name("beat")
+        out[f"{name}.service"] = _service(
+            ctx,
+            "celery_kit beat (the leader lease makes one replica send)",
+            beat_deploy.beat_argv(ctx, celery=deploy.celery_bin),
+            beat_deploy.beat_env(ctx, heartbeat=False, port=beat_port(ctx)),
             stop_s=30,
             runtime_dir=name,
         )

@@ -22,7 +22,7 @@ from celery.exceptions import TimeLimitExceeded
 
 from celery_kit.config.topology import Priority
 from celery_kit.observability.metrics import metrics_of
-from celery_kit.testing import WorkerProcess, WorkerStartError
+from celery_kit.testing import RedisServer, WorkerProcess, WorkerStartError
 from tests.integration.support.observe import (
     APPS,
     free_port,
@@ -30,6 +30,7 @@ from tests.integration.support.observe import (
     obs_env,
     parse,
     producer,
+    result_of,
     run_probe,
     scrape,
     value,
@@ -217,6 +218,11 @@ def test_queue_length_counts_every_priority_and_wait_time_shows_the_delay(
     # Then the length is the true number of waiting messages, every priority list counted
     assert value(samples, "celery_queue_length", queue_name="default") == true_depth
     assert value(samples, "celery_queue_length", queue_name="critical") == 0
+    # and the split by kit priority is each level's count (None: the queue's default, 5)
+    split = _by_priority(samples, "default")
+    assert split == {0: 1, 3: 2, 5: 1, 7: 2, 9: 3, 1: 0, 2: 0, 4: 0, 6: 0, 8: 0}
+    assert sum(split.values()) == true_depth
+    assert set(_by_priority(samples, "critical").values()) == {0}
     oldest = value(samples, "celery_queue_oldest_message_age_seconds", queue_name="default")
     assert 0 < oldest <= time.time() - published_at + 1
 
@@ -237,6 +243,75 @@ def test_queue_length_counts_every_priority_and_wait_time_shows_the_delay(
     assert value(samples, "celery_task_queue_wait_time_count", **name) == len(levels)
     assert value(samples, "celery_task_queue_wait_time_bucket", le="2.5", **name) == 0
     assert value(samples, "celery_task_queue_wait_time_sum", **name) >= delay_s * len(levels)
+
+
+def _by_priority(samples: dict, queue: str) -> dict[int, float]:
+    """``celery_queue_length_by_priority`` of ``queue``, by priority."""
+    out = {}
+    for (name, labels), v in samples.items():
+        found = dict(labels)
+        if name == "celery_queue_length_by_priority" and found["queue_name"] == queue:
+            out[int(found["priority"])] = v
+    return out
+
+
+def test_an_unreachable_redis_keeps_the_queue_series_and_the_worker(
+    kit_worker, tmp_path: Path
+) -> None:
+    port = free_port()
+    (tmp_path / "redis").mkdir()
+    with RedisServer(workdir=tmp_path / "redis") as server:
+        url = server.url(1)
+        # Given a worker that samples `low` itself every 0.5 s (it consumes `default`)
+        env = obs_env(
+            url,
+            url,
+            tmp_path,
+            metrics_port=port,
+            CELERY_KIT_METRICS__QUEUE_LENGTH_IN_WORKER="1",
+            CELERY_KIT_METRICS__QUEUE_LENGTH_INTERVAL_S="0.5",
+            CELERY_KIT_METRICS__QUEUES='["low"]',
+        )
+        worker = kit_worker("kit_observe", env=env, concurrency=1, queues=["default"],
+                            pythonpath=[APPS])  # fmt: skip
+        app = producer(env)
+        for level in (Priority.HIGHEST, Priority.HIGHEST, Priority.LOWEST):
+            app.send_task("kit_observe.pid", queue="low", priority=level)
+        app.close()
+        want = {9: 2.0, 0: 1.0}
+
+        def sampled() -> dict | None:
+            found = scrape(port)
+            return found if _by_priority(found, "low").get(9) == 2 else None
+
+        seen = wait_for(sampled, timeout_s=30, what="low's two priority levels sampled")
+        assert {k: v for k, v in _by_priority(seen, "low").items() if v} == want
+
+        # When Redis goes away (SIGKILL: connections refused from now on)
+        server.kill()
+        worker.wait_for_log("queue lengths unavailable", timeout_s=30)
+        # Then the worker lives on and still serves /metrics, the series at their last
+        # values (stale, not dropped and not zero) and the total with them
+        later = scrape(port)
+        assert worker.is_alive()
+        assert _by_priority(later, "low") == _by_priority(seen, "low")
+        assert value(later, "celery_queue_length", queue_name="low") == 3
+        assert worker.log_text().count("queue lengths unavailable") == 1  # once per outage
+
+        # When Redis is back (empty: no persistence), the next sample overwrites them
+        server.start()
+        wait_for(
+            lambda: set(_by_priority(scrape(port), "low").values()) == {0.0},
+            timeout_s=60,
+            what="low's levels sampled again after the restart",
+        )
+        worker.wait_for_log("queue lengths available again", timeout_s=30)
+        assert value(scrape(port), "celery_queue_length", queue_name="low") == 0
+        # and the worker still works
+        app = producer(env)
+        task_id = app.send_task("kit_observe.pid").id
+        assert result_of(app, task_id, timeout_s=60) in worker.pool_pids()
+        app.close()
 
 
 def test_worker_refuses_to_start_when_prometheus_client_was_imported_too_early(
@@ -338,8 +413,12 @@ def test_rabbitmq_queue_length_and_probes(
     kit_amqp_url: str, kit_redis_url: str, kit_worker, kit_unique_name: str, tmp_path: Path
 ) -> None:
     from kombu import Connection
+    from prometheus_client import CollectorRegistry
 
+    from celery_kit.config import MetricsSettings
     from celery_kit.observability.depth import DepthReader
+    from celery_kit.observability.metrics import KitMetrics
+    from celery_kit.observability.poller import QueueLengthPoller
 
     queue = kit_unique_name
     env = obs_env(kit_amqp_url, kit_redis_url, tmp_path, CELERY_KIT_TASKS__DEFAULT_QUEUE=queue)
@@ -357,6 +436,17 @@ def test_rabbitmq_queue_length_and_probes(
         assert depths[queue].messages == len(levels)
         assert depths[queue].consumers == 0
         assert depths[f"{queue}-missing"].messages is None
+        # and the poller exports that total, but no per-priority split (RabbitMQ has none)
+        m = KitMetrics(MetricsSettings(), registry=CollectorRegistry())
+        poller = QueueLengthPoller(app, m, queues=[queue], interval_s=60)
+        try:
+            assert poller.sample_once()[queue].by_step == ()
+        finally:
+            poller.stop()
+        assert m.registry.get_sample_value("celery_queue_length", {"queue_name": queue}) == 5
+        names = {s.name for family in m.registry.collect() for s in family.samples}
+        assert "celery_queue_length" in names
+        assert "celery_queue_length_by_priority" not in names
         # When a worker consumes it, its heartbeat passes both probes on RabbitMQ too
         worker = kit_worker("kit_observe", env=env, queues=[queue], pythonpath=[APPS])
         assert {app.AsyncResult(i).get(timeout=60) for i in ids} <= set(worker.pool_pids())

@@ -1,7 +1,8 @@
 """A real Prometheus scrapes a real worker and the exporter, with the rendered rules.
 
 Every dashboard query runs without error, the KEDA query counts every priority sub-list,
-the backlog alert fires for a filled queue nobody consumes, and the no-worker alert fires
+the per-priority panel shows each level of a queue filled at two priorities, the backlog
+alert fires for a filled queue nobody consumes, and the no-worker alert fires
 once the queue's worker is stopped. Intervals and ``for:`` are shortened through
 ``[deploy.alerts]`` so this takes seconds.
 """
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from celery_kit import Settings, make_app
+from celery_kit import Priority, Settings, make_app
 from celery_kit.coordination.dead_letter import dead_letter_from
 from celery_kit.coordination.dlq import DeadLetterStore
 from celery_kit.render import render, write
@@ -94,7 +95,7 @@ def test_prometheus_scrapes_worker_and_exporter_and_the_rules_fire(
     config.write_text(
         f'broker_url = "{kit_redis_url}"\n'
         "[metrics]\nenabled = true\nqueue_length_interval_s = 0.5\n"
-        "[queues]\nwork = {}\nidle = {}\n"
+        "[queues]\nwork = {}\nidle = {}\npair = {}\n"
         '[workers.work]\nqueues = ["work"]\nconcurrency = 1\n'
         '[workers.later]\nqueues = ["idle"]\nconcurrency = 2\n'
         "[deploy.alerts]\nfor_s = 1\nwindow_s = 10\ninterval_s = 1\nbacklog_messages = 5\n"
@@ -178,6 +179,21 @@ def test_prometheus_scrapes_worker_and_exporter_and_the_rules_fire(
                 every_s=0.5,
                 what="the KEDA query to count 20 messages",
             )
+            # When a queue nobody consumes gets messages at two priority levels
+            for level in [Priority.HIGH] * 3 + [Priority.LOW] * 2:
+                app.send_task("render.add", (1, 1), queue="pair", priority=level)
+            # Then the dashboard's per-priority panel shows those two levels with their counts
+            (per_priority,) = [q for q in dashboard_queries(ctx) if "by_priority" in q]
+            wait_until(
+                lambda: _series(prom_port, per_priority, "pair") == {"7": 3.0, "3": 2.0},
+                timeout_s=30,
+                every_s=0.5,
+                what="the per-priority panel to show pair at priorities 7 (3) and 3 (2)",
+            )
+            # and they add up to the whole-queue series celery-exporter's dashboards read
+            assert _value(prom_port, 'celery_queue_length{queue_name="pair"}') == 5.0
+            # and the queue filled over ten priorities shows 2 at each of them
+            assert _series(prom_port, per_priority, "idle") == {str(p): 2.0 for p in range(10)}
             # and the backlog alert fires for it
             wait_until(
                 lambda: "idle" in firing(prom_port, "CeleryQueueBacklog"),
@@ -211,6 +227,16 @@ def _targets_up(port: int) -> int:
 def _value(port: int, query: str) -> float | None:
     result = api(port, "query", query=query)["result"]
     return float(result[0]["value"][1]) if result else None
+
+
+def _series(port: int, query: str, queue: str) -> dict[str, float]:
+    """The ``priority`` → value series of ``query`` for ``queue``."""
+    result = api(port, "query", query=query)["result"]
+    return {
+        r["metric"]["priority"]: float(r["value"][1])
+        for r in result
+        if r["metric"].get("queue_name") == queue
+    }
 
 
 def _dead_letter() -> Any:

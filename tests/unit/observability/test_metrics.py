@@ -70,7 +70,8 @@ def test_names_and_labels_follow_celery_exporter_with_prefix_and_static_labels()
 
 def test_every_gauge_declares_a_multiprocess_mode() -> None:
     m = KitMetrics(MetricsSettings(), registry=CollectorRegistry())
-    gauges = [m.worker_up, m.tasks_active, m.queue_length, m.queue_oldest_age]
+    gauges = [m.worker_up, m.tasks_active, m.queue_length, m.queue_oldest_age, m.queue_depth]
+    gauges += [m.queue_length_by_priority, m.dlq_entries]
     assert all(g._multiprocess_mode != "all" for g in gauges)
 
 

@@ -57,6 +57,7 @@ def test_every_alert_has_a_runbook_and_uses_the_metric_prefix() -> None:
         "CeleryQueueBacklog", "CeleryQueueOldestMessage", "CeleryNoWorkerForQueue",
         "CeleryTaskFailureRatio", "CeleryDeadLetterQueueGrowing", "CeleryPoisonMessage",
         "CeleryQueueLatencyHigh", "CeleryWorkersLost", "CeleryPoolProcessLost",
+        "CeleryDelayedTasksLate",
     }  # fmt: skip
     for rule in rules:
         assert rule["annotations"]["runbook"]
@@ -72,3 +73,30 @@ def test_thresholds_and_durations_come_from_deploy_alerts() -> None:
     assert backlog["for"] == "7s"
     assert "> 3 and" in backlog["expr"]
     assert "[20s]" in backlog["expr"]
+
+
+def _alert_names(**overrides: object) -> set[str]:
+    text = render("alerts", production(**overrides), app="proj")["prometheus/celery-kit-rules.yml"]
+    return {r["alert"] for r in yaml.safe_load(text)["groups"][0]["rules"]}
+
+
+def test_the_delay_lag_rule_needs_a_mover_that_workers_run_and_serve() -> None:
+    assert "CeleryDelayedTasksLate" in _alert_names()
+    # no delay set (delays off, kombu's transport, RabbitMQ): no lag to watch
+    assert "CeleryDelayedTasksLate" not in _alert_names(delays={"enabled": False})
+    assert "CeleryDelayedTasksLate" not in _alert_names(broker={"transport": "kombu"})
+    # a separate `kit mover` serves no metrics: a rule there would never see data
+    assert "CeleryDelayedTasksLate" not in _alert_names(delays={"mover_in_worker": False})
+
+
+def test_the_delay_lag_threshold_comes_from_deploy_alerts() -> None:
+    settings = production(deploy={"alerts": {"delay_lag_p95_s": 12.5, "window_s": 60}})
+    text = render("alerts", settings, app="proj")["prometheus/celery-kit-rules.yml"]
+    rule = next(
+        r
+        for r in yaml.safe_load(text)["groups"][0]["rules"]
+        if r["alert"] == "CeleryDelayedTasksLate"
+    )
+    assert rule["expr"] == (
+        "histogram_quantile(0.95, sum by (le) (rate(celery_delay_lag_seconds_bucket[60s]))) > 12.5"
+    )

@@ -45,6 +45,8 @@ def test_bad_deploy_settings_are_refused(deploy: dict[str, Any], message: str) -
         ({"deploy": {"profiles": {"nope": {"max_replicas": 3}}}}, "k8s",
          "deploy.profiles names unknown worker profile(s) nope"),
         ({"deploy": {"name": "a" * 60}}, "k8s", "shorten deploy.name"),
+        ({"beat": {"enabled": True, "metrics_port": 0}}, "k8s", "beat.metrics_port = 0"),
+        ({"beat": {"enabled": True, "metrics_port": 0}}, "systemd", "beat.metrics_port = 0"),
     ],
 )  # fmt: skip
 def test_unrenderable_settings_say_what_to_change(
