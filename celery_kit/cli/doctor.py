@@ -115,7 +115,7 @@ def _live(app: Celery, subject: Any, timeout_s: float) -> tuple[list[Finding], l
 
         return check_redis(url, timeout_s=timeout_s), []
     if subject.uses_amqp:
-        from celery_kit.config.defaults import CeleryKeys as K
+        from celery_kit.config.celery_keys import CeleryKeys as K
         from celery_kit.doctor.live_amqp import check_amqp
 
         limits = [seconds(subject.get(K.task_time_limit))]

@@ -12,11 +12,9 @@ import operator
 from typing import TYPE_CHECKING, Any
 
 from celery_kit.config import defaults as d
-from celery_kit.config.delays import delay_key
 from celery_kit.config.entries import ConfEntry, RedeliveryBudget
 from celery_kit.config.overrides import apply_overrides
-from celery_kit.config.profiles import max_prefetch_multiplier
-from celery_kit.config.renewal import check_tls, kit_visibility_timeout
+from celery_kit.config.redelivery import budget_of, derive_redelivery
 from celery_kit.config.router import KitRouter
 from celery_kit.config.rules import evaluate
 from celery_kit.config.rules.celery_view import kit_subject
@@ -98,7 +96,7 @@ def build_conf(settings: Settings) -> dict[str, ConfEntry]:
     problems = apply_overrides(settings, conf)
     _derive_topology(settings, conf)
     try:
-        _derive_redelivery(settings, conf)
+        derive_redelivery(settings, conf)
     except ConfigError as exc:
         problems.append(str(exc))
     problems += _check(settings, conf)
@@ -169,124 +167,7 @@ def redelivery_budget(
     settings: Settings, conf: dict[str, ConfEntry] | None = None
 ) -> RedeliveryBudget:
     """The worst case a message stays unacknowledged under ``settings`` (see the class)."""
-    conf = conf if conf is not None else build_conf(settings)
-    limits = [float(conf["task_time_limit"].value)]
-    annotations = conf.get("task_annotations")
-    if annotations is not None and isinstance(annotations.value, dict):
-        limits += [
-            float(v["time_limit"])
-            for v in annotations.value.values()
-            if isinstance(v, dict) and v.get("time_limit")
-        ]
-    return RedeliveryBudget(
-        max_time_limit_s=max(limits),
-        # the largest prefetch any worker runs with: bulk profiles may prefetch more
-        prefetch_multiplier=max(
-            1,
-            int(conf["worker_prefetch_multiplier"].value),
-            max_prefetch_multiplier(settings.workers),
-        ),
-        max_delay_s=_held_delay_s(settings),
-        margin_s=settings.broker.visibility_margin_s,
-    )
-
-
-def _seconds(value: Any, name: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{name} = {value!r} is not a number of seconds; remove it to let the kit derive"
-            " it (recommended), or set broker.visibility_timeout_s"
-        ) from None
-
-
-def _held_delay_s(settings: Settings) -> float:
-    """Longest countdown a worker may hold: the delay threshold when the delay set takes
-    the longer ones (config/delays.py), else ``max_countdown_s``/``retry_backoff_max_s``."""
-    if settings.uses_delay_set:
-        return settings.delays.effective_threshold_s
-    return max(settings.tasks.max_countdown_s, settings.tasks.retry_backoff_max_s)
-
-
-def _derive_redelivery(settings: Settings, conf: dict[str, ConfEntry]) -> None:
-    given_transport = conf["broker_transport_options"]
-    options = dict(given_transport.value)
-    # the dict now mixes the user's keys with derived ones: "derived" unless the user set it
-    transport = ConfEntry(
-        options,
-        _DERIVED if given_transport.origin == _DEFAULT else given_transport.origin,
-        given_transport.source,
-    )
-    if settings.is_redis_broker:
-        if settings.uses_kit_transport:
-            timeout = _derive_kit_transport(settings, conf, options)
-        else:
-            timeout = _budget_visibility(settings, conf, options)
-        origin = settings.origin_of("broker.visibility_timeout_s") or _DERIVED
-        options.setdefault("health_check_interval", settings.broker.health_check_interval_s)
-        options["visibility_timeout"] = timeout
-        conf["broker_transport_options"] = ConfEntry(options, transport.origin, transport.source)
-        backend = conf.get("result_backend_transport_options")
-        backend_opts = dict(backend.value) if backend else {}
-        backend_opts["visibility_timeout"] = timeout
-        conf["result_backend_transport_options"] = ConfEntry(
-            backend_opts, backend.origin if backend else origin, "broker.visibility_timeout_s"
-        )
-        conf["visibility_timeout"] = ConfEntry(timeout, origin, "broker.visibility_timeout_s")
-    elif settings.is_amqp_broker:
-        budget = redelivery_budget(settings, conf)
-        limit = settings.broker.consumer_timeout_s
-        if budget.required_s > limit:
-            raise ConfigError(
-                f"RabbitMQ closes a channel whose delivery stays unacknowledged longer than"
-                f" its consumer_timeout ({limit:g} s, broker.consumer_timeout_s), and"
-                f" requeues the task while it still runs. Here a message can stay"
-                f" unacknowledged for {budget.explain()}. Lower tasks.time_limit_s,"
-                " the largest prefetch_multiplier ([worker] or a [workers.*] profile) or"
-                " tasks.max_countdown_s, or raise"
-                " consumer_timeout on the server (rabbitmq.conf) and set"
-                " broker.consumer_timeout_s to match."
-            )
-        options.setdefault("confirm_publish", settings.broker.confirm_publish)
-        conf["broker_transport_options"] = ConfEntry(options, transport.origin, transport.source)
-
-
-def _budget_visibility(
-    settings: Settings, conf: dict[str, ConfEntry], options: dict[str, Any]
-) -> float:
-    """kombu's transport: the visibility timeout must cover the whole redelivery budget."""
-    budget = redelivery_budget(settings, conf)
-    given = settings.broker.visibility_timeout_s or options.get("visibility_timeout")
-    given = _seconds(given, "broker_transport_options.visibility_timeout")
-    if given is not None and given < budget.required_s:
-        raise ConfigError(
-            f"broker.visibility_timeout_s = {float(given):g} s is too short: a message"
-            f" can stay unacknowledged for {budget.explain()}, and Redis would hand it"
-            " to a second worker while the first still runs it. Remove the setting to"
-            " let the kit derive it, or raise it to at least"
-            f" {budget.required_s:g} s, or lower the limits/countdowns."
-        )
-    return float(given) if given is not None else budget.required_s
-
-
-def _derive_kit_transport(
-    settings: Settings, conf: dict[str, ConfEntry], options: dict[str, Any]
-) -> float:
-    """``broker_transport`` = the kit's; visibility timeout from the renewal interval."""
-    origin = settings.origin_of("broker.transport") or _DEFAULT
-    conf.setdefault("broker_transport", ConfEntry(d.KIT_TRANSPORT, origin, "broker.transport"))
-    check_tls(settings, tls_configured="broker_use_ssl" in conf)
-    options.setdefault("renewal_interval", settings.broker.renewal_interval_s)
-    options.setdefault("restore_interval", settings.broker.restore_interval_s)
-    if settings.uses_delay_set:
-        options.setdefault("delay_key", delay_key(settings.redis.key_prefix))
-    given = settings.broker.visibility_timeout_s or options.get("visibility_timeout")
-    return kit_visibility_timeout(
-        settings, _seconds(given, "broker_transport_options.visibility_timeout")
-    )
+    return budget_of(settings, conf if conf is not None else build_conf(settings))
 
 
 def _rule_problems(conf: dict[str, ConfEntry], rule_ids: tuple[str, ...]) -> list[str]:

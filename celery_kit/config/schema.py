@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from celery_kit.config.defaults import CELERY_ENV
+from celery_kit.config.celery_keys import CELERY_ENV
 from celery_kit.console import DEBUG_ENV
 
 __all__ = ["ENV_PREFIX", "Path_", "read_env", "unknown_keys"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from celery_kit.config.defaults import CELERY_ENV
+from celery_kit.config.celery_keys import CELERY_ENV
 from celery_kit.config.schema import ENV_PREFIX, Path_, read_env, unknown_keys
 from celery_kit.exceptions import ConfigError
 from celery_kit.masking import mask

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from celery_kit.config.defaults import CeleryKeys as K
+from celery_kit.config.celery_keys import CeleryKeys as K
 from celery_kit.config.rules.facts import RABBITMQ_CONSUMER_TIMEOUT_S
 from celery_kit.config.rules.model import Evidence, Finding
 from celery_kit.doctor.live_rules import (

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from celery_kit.config.defaults import CeleryKeys as K
+from celery_kit.config.celery_keys import CeleryKeys as K
 from celery_kit.config.rules.celery_view import task_info
 from celery_kit.config.rules.model import Subject, TaskInfo
 

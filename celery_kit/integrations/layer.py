@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from celery_kit.config.defaults import SHARED_NAMES
+from celery_kit.config.celery_keys import SHARED_NAMES
 from celery_kit.config.sources import FrameworkLayer, Origin, OriginKind
 from celery_kit.exceptions import ConfigError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from celery_kit.config.defaults import CeleryKeys as K
+from celery_kit.config.celery_keys import CeleryKeys as K
 from celery_kit.config.rules.facts import ev
 from celery_kit.config.rules.model import Hit, Rule, Scope, Severity, Subject
 

@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Mapping
 from typing import Any
 
-from celery_kit.config.defaults import CeleryKeys as K
+from celery_kit.config.celery_keys import CeleryKeys as K
 from celery_kit.config.rules.facts import seconds
 from celery_kit.config.rules.model import Subject, TaskInfo
 

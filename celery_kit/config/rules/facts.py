@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from celery_kit.config.celery_keys import CeleryKeys as K
 from celery_kit.config.defaults import KIT_TRANSPORT
-from celery_kit.config.defaults import CeleryKeys as K
 from celery_kit.config.rules.model import Evidence, Subject, TaskInfo
 
 __all__ = [

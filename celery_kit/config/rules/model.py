@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from celery_kit.config.defaults import CeleryKeys as K
+from celery_kit.config.celery_keys import CeleryKeys as K
 
 __all__ = ["Evidence", "Finding", "Rule", "Scope", "Severity", "Subject", "TaskInfo"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from celery_kit.config.defaults import CeleryKeys as K
+from celery_kit.config.celery_keys import CeleryKeys as K
 from celery_kit.config.rules.facts import ev, priorities_in_use
 from celery_kit.config.rules.model import Evidence, Hit, Rule, Scope, Severity, Subject
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from celery.app.defaults import NAMESPACES, flatten
 
 import celery_kit
-from celery_kit.config.defaults import SHARED_NAMES
+from celery_kit.config.celery_keys import SHARED_NAMES
 
 PACKAGE = Path(celery_kit.__file__).parent
 #: The one place that writes Celery settings, and the table of safe values it starts from.

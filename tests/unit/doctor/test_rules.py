@@ -175,7 +175,7 @@ def test_kit_apps_keep_queue_and_priority_task_attributes() -> None:
 
 
 def test_celery_keys_are_checked_against_celerys_own_list() -> None:
-    from celery_kit.config.defaults import CeleryKeys
+    from celery_kit.config.celery_keys import CeleryKeys
 
     assert CeleryKeys.task_acks_late == "task_acks_late"
     with pytest.raises(AttributeError, match="not a Celery setting"):
