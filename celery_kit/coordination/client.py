@@ -18,6 +18,7 @@ from redis.retry import Retry
 
 from celery_kit.coordination.keys import Keys, keys_of
 from celery_kit.coordination.leases import LeaseKeeper
+from celery_kit.coordination.pinned import ScriptConn
 from celery_kit.exceptions import ConfigError
 from celery_kit.state import settings_of, state_of
 
@@ -72,11 +73,18 @@ def make_client(url: str, settings: Settings) -> redis.Redis:
 
 @dataclass
 class KitRedis:
-    """The kit's Redis resources for one app in one process."""
+    """The kit's Redis resources for one app in one process.
+
+    ``pinned`` (the app's own, from :func:`kit_redis`): scripts run on one connection kept
+    for the life of the process (:class:`~celery_kit.coordination.pinned.ScriptConn`), and
+    may be sent without waiting for the reply. Otherwise (a caller's ``client=``) each
+    script goes through redis-py's ``Script`` and the pool, as any command would.
+    """
 
     client: redis.Redis
     keys: Keys
     pid: int = field(default_factory=os.getpid)
+    pinned: ScriptConn | None = None
     _scripts: dict[str, Script] = field(default_factory=dict)
     _keeper: LeaseKeeper | None = None
 
@@ -89,6 +97,8 @@ class KitRedis:
 
     def run(self, source: str, keys: list[str], args: list[Any]) -> Any:
         """Run a Lua script in one round trip."""
+        if self.pinned is not None:
+            return self.pinned.run(source, keys, args)
         return self.script(source)(keys=keys, args=args)
 
     @property
@@ -111,7 +121,8 @@ def kit_redis(app: Celery) -> KitRedis:
     if found is not None and found.pid == os.getpid():
         return found
     settings = state.settings
-    made = KitRedis(client=make_client(redis_url(settings), settings), keys=keys_of(settings))
+    client = make_client(redis_url(settings), settings)
+    made = KitRedis(client=client, keys=keys_of(settings), pinned=ScriptConn(client))
     # Two threads racing here build two clients; the loser's is dropped (harmless).
     return state.put(made)
 
