@@ -8,6 +8,8 @@ first use instead of sharing the parent's sockets.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +19,8 @@ from redis.commands.core import Script
 from redis.retry import Retry
 
 from celery_kit.coordination.keys import Keys, keys_of
-from celery_kit.coordination.leases import LeaseKeeper
-from celery_kit.coordination.pinned import ScriptConn
+from celery_kit.coordination.leases import LeaseHandle, LeaseKeeper
+from celery_kit.coordination.pinned import ScriptConn, Sent
 from celery_kit.exceptions import ConfigError
 from celery_kit.state import settings_of, state_of
 
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["Keys", "KitRedis", "keys_of", "kit_redis", "make_client", "redis_url", "resources"]
 
 _REDIS_SCHEMES = ("redis://", "rediss://")
+#: An idle process reads the reply of a script sent without waiting this long after.
+SETTLE_AFTER_S = 0.2
 
 
 def redis_url(settings: Settings) -> str:
@@ -87,6 +91,8 @@ class KitRedis:
     pinned: ScriptConn | None = None
     _scripts: dict[str, Script] = field(default_factory=dict)
     _keeper: LeaseKeeper | None = None
+    _settling: LeaseHandle | None = None
+    _settle_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def script(self, source: str) -> Script:
         """``source`` registered on this client (EVALSHA; loaded again after a restart)."""
@@ -100,6 +106,42 @@ class KitRedis:
         if self.pinned is not None:
             return self.pinned.run(source, keys, args)
         return self.script(source)(keys=keys, args=args)
+
+    def send(self, sent: Sent) -> None:
+        """Send ``sent`` on the pinned connection without waiting for its reply.
+
+        The reply is read by the next script this process runs (one wait for both), or by
+        the lease thread ``SETTLE_AFTER_S`` later if none comes first; on a connection
+        error the lease thread keeps sending it again until ``sent.give_up_at``.
+
+        Raises:
+            redis.RedisError: it could not be written now (it stays queued).
+        """
+        assert self.pinned is not None, "send() needs the app's pinned connection"
+        with self._settle_lock:
+            if self._settling is None:
+                self._settling = self.keeper.keep(
+                    self._settle,
+                    ttl_s=3 * SETTLE_AFTER_S,
+                    first_s=SETTLE_AFTER_S,
+                    what="unread replies of the kit's Redis",
+                )
+            self.pinned.send(sent)
+
+    def _settle(self) -> bool:
+        """Lease thread: read unread replies; let the thread forget us once there are none."""
+        assert self.pinned is not None
+        with self._settle_lock:
+            if not self.pinned.pending() and self._settling is not None:
+                self.keeper.drop(self._settling)
+                self._settling = None
+                return True
+        try:
+            self.pinned.settle()
+        except Exception as exc:
+            self.pinned.give_up(time.monotonic(), exc)
+            raise
+        return True
 
     @property
     def keeper(self) -> LeaseKeeper:

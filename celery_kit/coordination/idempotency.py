@@ -32,6 +32,7 @@ from typing import Any, Literal
 from kombu.utils.json import dumps, loads
 
 from celery_kit.coordination.client import KitRedis
+from celery_kit.coordination.pinned import Sent
 
 __all__ = ["Claim", "Outcome", "reserve"]
 
@@ -51,13 +52,17 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {'claimed'}
 """
 
-# KEYS[1]; ARGV token, result_json, ttl_ms -> 1 recorded, 0 another run holds the key
+# KEYS[1]; ARGV token, result_json, ttl_ms, task_id -> 1 recorded (also when this token
+# already recorded it: safe to resend), 0 another run holds the key or recorded it
 _COMPLETE = """
 local v = redis.call('HMGET', KEYS[1], 's', 'o', 't')
+if v[1] == 'd' then
+  if v[2] == ARGV[1] then return 1 end
+  return 0
+end
 if v[1] == 'r' and v[2] ~= ARGV[1] then return 0 end
-if v[1] == 'd' then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 's', 'd', 'r', ARGV[2], 't', ARGV[4])
+redis.call('HSET', KEYS[1], 's', 'd', 'r', ARGV[2], 't', ARGV[4], 'o', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
@@ -145,6 +150,17 @@ class Claim:
 
     def complete(self, result: Any, *, result_ttl_s: float, task_id: str) -> bool:
         """Record success and the result (1 round trip); False if another run holds it."""
+        done = self.kr.run(
+            _COMPLETE, [self.key], self._complete_args(result, result_ttl_s, task_id)
+        )
+        return bool(done)
+
+    def completion(self, result: Any, *, result_ttl_s: float, task_id: str) -> Sent:
+        """The completion as a :class:`Sent`, for ``kr.pinned.send`` (reply read later;
+        its value is what :meth:`complete` returns)."""
+        return Sent(_COMPLETE, [self.key], self._complete_args(result, result_ttl_s, task_id))
+
+    def _complete_args(self, result: Any, result_ttl_s: float, task_id: str) -> list[Any]:
         try:
             payload = dumps(result)
         except (TypeError, ValueError):
@@ -152,8 +168,7 @@ class Claim:
                 "celery_kit: result of %s is not JSON; duplicates will get None", self.key
             )
             payload = "null"
-        done = self.kr.run(_COMPLETE, [self.key], [self.token, payload, _ms(result_ttl_s), task_id])
-        return bool(done)
+        return [self.token, payload, _ms(result_ttl_s), task_id]
 
     def release(self) -> bool:
         """Give the key back after a failed run (owner-checked)."""

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from redis.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = ["ScriptConn", "Sent"]
@@ -48,6 +47,8 @@ class Sent:
     done: bool = False
     value: Any = None
     error: Exception | None = None
+    #: Until when (``time.monotonic()``) to keep sending it again after connection errors.
+    give_up_at: float = float("inf")
     #: Which connection it was last sent on (-1: not sent yet).
     generation: int = field(default=-1, repr=False)
     #: Send the text (``EVAL``) rather than the digest: the server lost its script cache.
@@ -62,7 +63,8 @@ class ScriptConn:
 
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
-        self._conn: AbstractConnection | None = None
+        # a redis.connection.Connection (redis-py leaves its methods unannotated)
+        self._conn: Any = None
         self._lock = threading.Lock()
         self._unread: deque[Sent] = deque()
         self._shas: dict[str, str] = {}
@@ -95,12 +97,17 @@ class ScriptConn:
             if (sent is None and self._unread) or (sent is not None and not sent.done):
                 self._retrying(self._exchange)
 
-    def forget(self, sent: Sent) -> None:
-        """Stop resending ``sent`` (its owner gave up on it); a reply on the wire is read."""
+    def give_up(self, now: float, error: Exception) -> int:
+        """Finish with ``error`` every unread send whose ``give_up_at`` is past and whose
+        reply is not on the wire; returns how many."""
         with self._lock:
-            sent.on_done = None
-            if sent in self._unread and sent.generation != self._generation:
+            late = [
+                s for s in self._unread if s.give_up_at <= now and s.generation != self._generation
+            ]
+            for sent in late:
                 self._unread.remove(sent)
+                self._finish(sent, None, error)
+            return len(late)
 
     def pending(self) -> int:
         """How many sends wait for their reply."""
@@ -114,7 +121,7 @@ class ScriptConn:
 
     # -- under the lock ---------------------------------------------------------------
 
-    def _connection(self) -> AbstractConnection:
+    def _connection(self) -> Any:
         if self._conn is None:
             self._conn = self._pool.get_connection()
             self._generation += 1
@@ -131,11 +138,12 @@ class ScriptConn:
 
     def _drop(self, _error: Exception | None) -> None:
         conn, self._conn = self._conn, None
+        self._generation += 1  # whatever was sent on it goes out again
         if conn is not None:
             conn.disconnect()
             self._pool.release(conn)
 
-    def _pack(self, sent: Sent, conn: AbstractConnection) -> Any:
+    def _pack(self, sent: Sent, conn: Any) -> Any:
         if sent.as_text:
             head: list[Any] = ["EVAL", sent.source]
         else:

@@ -34,6 +34,7 @@ from celery_kit.exceptions import (
     TaskOptionError,
 )
 from celery_kit.state import settings_of
+from celery_kit.tasks.completion import record_success
 from celery_kit.tasks.duplicates import await_holder, duplicate_countdown
 from celery_kit.tasks.retry import after_failure, max_retries
 
@@ -59,6 +60,7 @@ class _Held:
     kr: KitRedis
     claim: Claim | None = None
     lease: LeaseHandle | None = None
+    lease_s: float = 0.0
     lock: Lock | None = None
 
 
@@ -173,7 +175,7 @@ def _admit(
             deferrals = int((request.headers or {}).get(DEFERRALS, 0))
             wait = duplicate_countdown(deferrals, lease_s)
             defer(task, wait, f"{key} is being run by task {outcome.holder}")
-        held.claim = claim
+        held.claim, held.lease_s = claim, lease_s
         held.lease = kr.keeper.keep(
             lambda: claim.renew(lease_s), ttl_s=lease_s, what=f"idempotency claim {key}"
         )
@@ -253,25 +255,15 @@ def _finish(task: KitTask, held: _Held, result: Any, settings: Settings) -> None
         held.kr.keeper.drop(held.lease)
         held.lease = None
     if claim is not None:
-        ttl = task.idempotency_ttl_s or settings.idempotency.result_ttl_s
-        try:
-            if not claim.complete(result, result_ttl_s=ttl, task_id=str(task.request.id)):
-                logger.warning(
-                    "celery_kit: %s[%s]: the claim on %s was lost while the body ran (lease"
-                    " expired); another run holds it now, so this result was not recorded",
-                    task.name,
-                    task.request.id,
-                    claim.key,
-                )
-        except redis.RedisError as exc:
-            logger.error(
-                "celery_kit: %s[%s] succeeded but %s could not be recorded (%s): a later"
-                " duplicate may run the body again once the lease expires",
-                task.name,
-                task.request.id,
-                claim.key,
-                exc,
-            )
+        record_success(
+            held.kr,
+            claim,
+            result,
+            lease_s=held.lease_s,
+            ttl_s=task.idempotency_ttl_s or settings.idempotency.result_ttl_s,
+            task_id=str(task.request.id),
+            what=f"{task.name}[{task.request.id}]",
+        )
     lock, held.lock = held.lock, None
     if lock is not None:
         lock.release()
