@@ -124,7 +124,7 @@ class KitRedis:
                     self._settle,
                     ttl_s=3 * SETTLE_AFTER_S,
                     first_s=SETTLE_AFTER_S,
-                    what="unread replies of the kit's Redis",
+                    what="the unread replies of kit scripts sent without waiting (idempotency completions)",
                 )
             self.pinned.send(sent)
 

@@ -15,8 +15,11 @@ What happens when things go wrong:
   not read yet is sent again on a new one (``redis.retries`` times, with backoff), then the
   error is raised; unread sends stay queued and go out again on the next call. Every kit
   script gives the same result when run twice with the same arguments;
-* ``NOSCRIPT`` (Redis restarted or ``SCRIPT FLUSH``): that command is sent again as
-  ``EVAL`` with the script's text, which also caches it again;
+* each script goes out once per connection as ``EVAL`` (its text, which caches it on the
+  server), then as ``EVALSHA``: so a command sent without waiting cannot fail for a script
+  cache emptied by a restart (a restart always means a new connection);
+* ``NOSCRIPT`` all the same (``SCRIPT FLUSH`` on a live connection): that command is sent
+  again as ``EVAL`` when its reply is read;
 * another error reply: raised by :meth:`ScriptConn.run`, stored on a :class:`Sent`.
 """
 
@@ -68,6 +71,8 @@ class ScriptConn:
         self._lock = threading.Lock()
         self._unread: deque[Sent] = deque()
         self._shas: dict[str, str] = {}
+        #: Scripts sent as text on the current connection (so the server has them cached).
+        self._evaled: set[str] = set()
         self._generation = 0
 
     def run(self, source: str, keys: list[str], args: list[Any]) -> Any:
@@ -139,12 +144,14 @@ class ScriptConn:
     def _drop(self, _error: Exception | None) -> None:
         conn, self._conn = self._conn, None
         self._generation += 1  # whatever was sent on it goes out again
+        self._evaled.clear()  # a new connection may mean a restarted server
         if conn is not None:
             conn.disconnect()
             self._pool.release(conn)
 
     def _pack(self, sent: Sent, conn: Any) -> Any:
-        if sent.as_text:
+        if sent.as_text or sent.source not in self._evaled:
+            self._evaled.add(sent.source)
             head: list[Any] = ["EVAL", sent.source]
         else:
             sha = self._shas.get(sent.source)
