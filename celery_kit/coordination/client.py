@@ -124,7 +124,7 @@ class KitRedis:
                     self._settle,
                     ttl_s=3 * SETTLE_AFTER_S,
                     first_s=SETTLE_AFTER_S,
-                    what="the unread replies of kit scripts sent without waiting (idempotency completions)",
+                    what="unread replies (idempotency completions sent without waiting)",
                 )
             self.pinned.send(sent)
 
