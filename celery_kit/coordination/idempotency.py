@@ -25,7 +25,9 @@ What happens when things die:
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,7 +36,7 @@ from kombu.utils.json import dumps, loads
 from celery_kit.coordination.client import KitRedis
 from celery_kit.coordination.pinned import Sent
 
-__all__ = ["Claim", "Outcome", "reserve"]
+__all__ = ["Claim", "Outcome", "new_token", "reserve"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +115,20 @@ class Outcome:
     pttl_ms: int = 0
     #: For ``busy``: task id of the running holder.
     holder: str = ""
+
+
+_token_pid = 0
+_token_prefix = ""
+_token_count = itertools.count()
+
+
+def new_token() -> str:
+    """A token unique per execution attempt: 64 random bits per process, then a counter
+    (cheaper than a uuid4 per task; a forked child draws its own random part)."""
+    global _token_pid, _token_prefix
+    if _token_pid != os.getpid():
+        _token_pid, _token_prefix = os.getpid(), os.urandom(8).hex()
+    return f"{_token_prefix}{next(_token_count):x}"
 
 
 def _ms(seconds: float) -> int:

@@ -35,6 +35,19 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError, ResponseError
 
+
+def _fast_packer() -> Callable[[tuple[Any, ...]], bytes] | None:
+    """hiredis's command packer (redis-py wraps it; called directly it is ~5x cheaper)."""
+    try:
+        import hiredis
+    except ImportError:  # pragma: no cover - hiredis is optional
+        return None
+    found: Callable[[tuple[Any, ...]], bytes] | None = getattr(hiredis, "pack_command", None)
+    return found
+
+
+_PACK = _fast_packer()
+
 __all__ = ["ScriptConn", "Sent"]
 
 
@@ -158,6 +171,8 @@ class ScriptConn:
             if sha is None:
                 sha = self._shas[sent.source] = hashlib.sha1(sent.source.encode()).hexdigest()
             head = ["EVALSHA", sha]
+        if _PACK is not None:
+            return [_PACK((*head, len(sent.keys), *sent.keys, *sent.args))]
         return conn.pack_command(*head, len(sent.keys), *sent.keys, *sent.args)
 
     def _flush(self) -> None:

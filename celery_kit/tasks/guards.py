@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import logging
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -23,7 +22,7 @@ from celery.exceptions import Ignore, Reject, Retry, TaskPredicate
 
 from celery_kit.coordination.client import KitRedis, kit_redis
 from celery_kit.coordination.dead_letter import FIRST_FAILED_HEADER, now_iso
-from celery_kit.coordination.idempotency import Claim
+from celery_kit.coordination.idempotency import Claim, new_token
 from celery_kit.coordination.leases import LeaseHandle
 from celery_kit.coordination.locks import Lock, OnBusy
 from celery_kit.coordination.ratelimit import RateLimiter
@@ -155,7 +154,7 @@ def _admit(
             task.name, render_key(task, plan.idempotency, bound, args, kwargs)
         )
         lease_s = task.idempotency_lease_s or settings.idempotency.lease_s
-        claim = Claim(key, uuid.uuid4().hex, kr)
+        claim = Claim(key, new_token(), kr)
         outcome = claim.claim(task_id=str(request.id), lease_s=lease_s)
         request.kit_idempotency = outcome.state  # type: ignore[attr-defined]  # observability/tracing.py
         if outcome.state == "done":

@@ -78,6 +78,11 @@ def test_a_connection_lost_before_the_reply_sends_the_command_again(kit_redis_ur
         assert admin.hget("t:idem:lost", "s") == b"d"
 
 
+def _send_and_settle(conn: ScriptConn, sent: Sent) -> None:
+    conn.send(sent)
+    conn.settle(sent)
+
+
 def test_a_send_redis_never_confirmed_is_given_up_with_its_error(tmp_path: Path) -> None:
     with RedisServer(workdir=tmp_path) as server:
         kr = pinned(server.url(0))
@@ -87,9 +92,8 @@ def test_a_send_redis_never_confirmed_is_given_up_with_its_error(tmp_path: Path)
         sent = Sent(_ECHO, [], ["lost"], on_done=lambda s: errors.append(s.error))
         sent.give_up_at = 0.0  # already due
         server.stop()
-        with pytest.raises(redis.ConnectionError):
-            kr.pinned.send(sent)  # writing to a dead server fails (after the retries)...
-            kr.pinned.settle(sent)  # ...or reading its reply does
+        with pytest.raises(redis.ConnectionError):  # writing to a dead server fails, or
+            _send_and_settle(kr.pinned, sent)  # reading the reply does (after the retries)
         assert kr.pinned.pending() == 1  # still queued, not silently dropped
         assert kr.pinned.give_up(float("inf"), redis.ConnectionError("down")) == 1
         assert kr.pinned.pending() == 0
