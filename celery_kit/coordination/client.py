@@ -104,11 +104,14 @@ class KitRedis:
     def run(self, source: str, keys: list[str], args: list[Any]) -> Any:
         """Run a Lua script in one round trip."""
         if self.pinned is not None:
-            return self.pinned.run(source, keys, args)
+            return self.pinned.run(
+                source, keys, args, busy=lambda: self.script(source)(keys=keys, args=args)
+            )
         return self.script(source)(keys=keys, args=args)
 
-    def send(self, sent: Sent) -> None:
-        """Send ``sent`` on the pinned connection without waiting for its reply.
+    def send(self, sent: Sent) -> bool:
+        """Send ``sent`` on the pinned connection without waiting for its reply; False
+        (nothing sent) if another thread is using that connection right now.
 
         The reply is read by the next script this process runs (one wait for both), or by
         the lease thread ``SETTLE_AFTER_S`` later if none comes first; on a connection
@@ -126,7 +129,7 @@ class KitRedis:
                     first_s=SETTLE_AFTER_S,
                     what="unread replies (idempotency completions sent without waiting)",
                 )
-            self.pinned.send(sent)
+            return self.pinned.send(sent, if_free=True)
 
     def _settle(self) -> bool:
         """Lease thread: read unread replies; let the thread forget us once there are none."""

@@ -88,26 +88,50 @@ class ScriptConn:
         self._evaled: set[str] = set()
         self._generation = 0
 
-    def run(self, source: str, keys: list[str], args: list[Any]) -> Any:
-        """Run ``source`` and return its reply (reads any earlier unread replies first)."""
+    def run(
+        self,
+        source: str,
+        keys: list[str],
+        args: list[Any],
+        *,
+        busy: Callable[[], Any] | None = None,
+    ) -> Any:
+        """Run ``source`` and return its reply (reads any earlier unread replies first).
+
+        ``busy``: called instead when another thread is using the connection (thread and
+        green pools: concurrent tasks then use the pool's connections, not a queue here).
+        """
         mine = Sent(source, keys, args)
-        with self._lock:
+        if busy is not None and not self._lock.acquire(blocking=False):
+            return busy()
+        if busy is None:
+            self._lock.acquire()
+        try:
             self._unread.append(mine)
             try:
                 self._retrying(self._exchange)
             finally:
                 if not mine.done and mine in self._unread:
                     self._unread.remove(mine)
+        finally:
+            self._lock.release()
         if mine.error is not None:
             raise mine.error
         return mine.value
 
-    def send(self, sent: Sent) -> None:
-        """Send ``sent`` without reading its reply. On a connection error it stays queued
-        (sent again by the next call on this connection) and the error is raised."""
-        with self._lock:
+    def send(self, sent: Sent, *, if_free: bool = False) -> bool:
+        """Send ``sent`` without reading its reply; with ``if_free``, only if no other
+        thread is using the connection (returns False, nothing sent, if one is). On a
+        connection error it stays queued (sent again by the next call) and the error is
+        raised."""
+        if not self._lock.acquire(blocking=not if_free):
+            return False
+        try:
             self._unread.append(sent)
             self._retrying(self._flush)
+        finally:
+            self._lock.release()
+        return True
 
     def settle(self, sent: Sent | None = None) -> None:
         """Read replies until ``sent`` (or every queued send) is done; resends on error."""

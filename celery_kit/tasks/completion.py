@@ -74,7 +74,8 @@ def record_success(
 
     sent.on_done = on_reply
     try:
-        kr.send(sent)
+        if not kr.send(sent):  # another thread (thread or green pool) is using it: wait
+            _record_now(claim, result, ttl_s=ttl_s, task_id=task_id, what=what)
     except redis.RedisError as exc:  # still queued: sent again by the next call or the thread
         logger.warning(
             "celery_kit: %s: could not send the completion of %s yet (%s); retrying",

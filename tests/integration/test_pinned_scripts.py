@@ -120,3 +120,20 @@ def test_a_forked_child_gets_its_own_pinned_connection(kit_redis_url: str) -> No
     assert os.read(read, 1) == b"1"
     os.waitpid(pid, 0)
     assert parent.run(_ECHO, [], ["parent-again"]) == b"parent-again"
+
+
+def test_a_busy_pinned_connection_sends_other_threads_to_the_pool(kit_redis_url: str) -> None:
+    kr = pinned(kit_redis_url)
+    assert kr.pinned is not None
+    kr.pinned._lock.acquire()  # another thread is mid-call on the pinned connection
+    try:
+        # a script runs on a pool connection instead of waiting (thread and green pools)
+        assert kr.run(_ECHO, [], ["via-pool"]) == b"via-pool"
+        # a send without waiting is refused, so the caller records synchronously
+        assert kr.send(Sent(_ECHO, [], ["later"])) is False
+    finally:
+        kr.pinned._lock.release()
+    assert kr.pinned.pending() == 0  # nothing was queued
+    assert kr.send(Sent(_ECHO, [], ["later"])) is True
+    kr.pinned.settle()
+    assert kr.pinned.pending() == 0
