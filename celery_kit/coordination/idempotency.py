@@ -3,7 +3,9 @@
 State of one key is one Redis hash, changed only by the Lua scripts below (atomic, one
 round trip each): ``s`` (``r`` running / ``d`` done), ``o`` (owner token of the running
 execution), ``t`` (its task id), ``r`` (the JSON result once done), ``p`` (task id
-reserved at publish time). The success path costs two round trips: claim, complete.
+reserved at publish time). The success path waits for one round trip, the claim; the
+completion is written without waiting for its reply (``celery_kit.tasks.completion``),
+and is safe to resend: the same token answers "recorded" again.
 
 What happens when things die:
 
@@ -16,8 +18,11 @@ What happens when things die:
   after ``lease_s``, and the next delivery claims the key and runs the body;
 * Redis unreachable when claiming: the body does not run; the task is deferred;
 * Redis unreachable when recording the result (after the body ran): the task still
-  succeeds and the error is logged; the claim expires after the lease and a later
-  duplicate could run the body again. The guarantee is therefore "at most one
+  succeeds; the completion is sent again until Redis answers (for a while; then an error
+  is logged, the claim expires after the lease and a later duplicate could run the body
+  again). The task reports success before Redis confirmed the completion: a pool process
+  SIGKILLed in between has already written it, and loses it only if the connection broke
+  at that very moment (``celery_kit.tasks.completion``). The guarantee is therefore "at most one
   *successful* completion is recorded per key, and no two runs overlap"; a body that
   crashes after its side effect but before completing runs again (make the effect
   itself idempotent, e.g. with the key as an idempotency token at the payment API).
