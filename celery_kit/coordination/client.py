@@ -7,6 +7,7 @@ first use instead of sharing the parent's sockets.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -34,6 +35,10 @@ __all__ = ["Keys", "KitRedis", "keys_of", "kit_redis", "make_client", "redis_url
 _REDIS_SCHEMES = ("redis://", "rediss://")
 #: An idle process reads the reply of a script sent without waiting this long after.
 SETTLE_AFTER_S = 0.2
+#: While those replies cannot be read (Redis away), one warning this often.
+_SETTLE_WARN_EVERY_S = 10.0
+
+logger = logging.getLogger(__name__)
 
 
 def redis_url(settings: Settings) -> str:
@@ -93,6 +98,7 @@ class KitRedis:
     _keeper: LeaseKeeper | None = None
     _settling: LeaseHandle | None = None
     _settle_lock: threading.Lock = field(default_factory=threading.Lock)
+    _settle_warned_at: float = 0.0
 
     def script(self, source: str) -> Script:
         """``source`` registered on this client (EVALSHA; loaded again after a restart)."""
@@ -141,9 +147,19 @@ class KitRedis:
                 return True
         try:
             self.pinned.settle()
-        except Exception as exc:
-            self.pinned.give_up(time.monotonic(), exc)
-            raise
+        except redis.RedisError as exc:  # tried again at the next interval
+            now = time.monotonic()
+            self.pinned.give_up(now, exc)
+            if now >= self._settle_warned_at + _SETTLE_WARN_EVERY_S:
+                self._settle_warned_at = now
+                logger.warning(
+                    "celery_kit: %d kit command(s) sent without waiting are not confirmed"
+                    " yet (%s); sending them again",
+                    self.pinned.pending(),
+                    exc,
+                )
+            return True
+        self._settle_warned_at = 0.0
         return True
 
     @property
