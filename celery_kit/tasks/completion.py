@@ -4,11 +4,19 @@ The completion script is written to the process's pinned kit connection
 (:class:`~celery_kit.coordination.pinned.ScriptConn`) and the task returns at once; the
 reply is read by the next kit call of this process (the next task's claim, which then
 waits once for both replies) or, if none comes first, by the lease thread
-``SETTLE_AFTER_S`` later, or when the pool process exits. Until the reply is read the
-completion stays registered with the lease thread; a lost connection or a Redis restart
-(``NOSCRIPT``) makes it go out again (the script is safe to resend: a second run with the
-same token answers "recorded"), for up to ``max(lease, COMPLETE_RETRY_S)``. Nothing is
-dropped without an error in the log.
+``SETTLE_AFTER_S`` (0.2 s) later, or when the pool process exits. Until the reply is read
+the completion stays queued on the connection and the lease thread keeps reading it; a
+lost connection or a Redis restart makes it go out again (the script is safe to resend:
+a second run with the same token answers "recorded"), for up to
+``max(lease, COMPLETE_RETRY_S)``. Nothing is dropped without an error in the log.
+
+The claim's own lease is no longer renewed once the body returned: it was renewed every
+third of the lease, so at least two thirds are left when the completion is written, and
+the completion (or its resend) replaces it. A renewal could not get through when the
+completion cannot: both go to the same server.
+
+A thread or green pool whose pinned connection is busy with another task records the
+completion synchronously instead (``KitRedis.send`` returns False).
 
 What changes against waiting for the reply: the task reports success (and its message is
 acked) before Redis confirmed the completion. If the pool process is SIGKILLed in
