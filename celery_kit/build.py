@@ -17,6 +17,7 @@ from celery_kit.observability.install import install_observability
 from celery_kit.state import attach_state
 from celery_kit.tasks.base import KitTask, install_tasks
 from celery_kit.tasks.checks import check_redis_options, check_tasks
+from celery_kit.tasks.completion import connect_completion_flush
 from celery_kit.topology.routing import (
     check_task_routing,
     connect_priority_receivers,
@@ -84,4 +85,5 @@ class StartupChecks(bootsteps.Step):
             run_startup_checks(parent.app)
         # before the pool forks: children inherit the receivers
         connect_priority_receivers(parent.app, translates=lambda task: isinstance(task, KitTask))
+        connect_completion_flush(parent.app)
         super().__init__(parent, **kwargs)

@@ -3,7 +3,9 @@
 State of one key is one Redis hash, changed only by the Lua scripts below (atomic, one
 round trip each): ``s`` (``r`` running / ``d`` done), ``o`` (owner token of the running
 execution), ``t`` (its task id), ``r`` (the JSON result once done), ``p`` (task id
-reserved at publish time). The success path costs two round trips: claim, complete.
+reserved at publish time). The success path waits for one round trip, the claim; the
+completion is written without waiting for its reply (``celery_kit.tasks.completion``),
+and is safe to resend: the same token answers "recorded" again.
 
 What happens when things die:
 
@@ -16,8 +18,11 @@ What happens when things die:
   after ``lease_s``, and the next delivery claims the key and runs the body;
 * Redis unreachable when claiming: the body does not run; the task is deferred;
 * Redis unreachable when recording the result (after the body ran): the task still
-  succeeds and the error is logged; the claim expires after the lease and a later
-  duplicate could run the body again. The guarantee is therefore "at most one
+  succeeds; the completion is sent again until Redis answers (for a while; then an error
+  is logged, the claim expires after the lease and a later duplicate could run the body
+  again). The task reports success before Redis confirmed the completion: a pool process
+  SIGKILLed in between has already written it, and loses it only if the connection broke
+  at that very moment (``celery_kit.tasks.completion``). The guarantee is therefore "at most one
   *successful* completion is recorded per key, and no two runs overlap"; a body that
   crashes after its side effect but before completing runs again (make the effect
   itself idempotent, e.g. with the key as an idempotency token at the payment API).
@@ -25,15 +30,18 @@ What happens when things die:
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from kombu.utils.json import dumps, loads
 
 from celery_kit.coordination.client import KitRedis
+from celery_kit.coordination.pinned import Sent
 
-__all__ = ["Claim", "Outcome", "reserve"]
+__all__ = ["Claim", "Outcome", "new_token", "reserve"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +59,17 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {'claimed'}
 """
 
-# KEYS[1]; ARGV token, result_json, ttl_ms -> 1 recorded, 0 another run holds the key
+# KEYS[1]; ARGV token, result_json, ttl_ms, task_id -> 1 recorded (also when this token
+# already recorded it: safe to resend), 0 another run holds the key or recorded it
 _COMPLETE = """
 local v = redis.call('HMGET', KEYS[1], 's', 'o', 't')
+if v[1] == 'd' then
+  if v[2] == ARGV[1] then return 1 end
+  return 0
+end
 if v[1] == 'r' and v[2] ~= ARGV[1] then return 0 end
-if v[1] == 'd' then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 's', 'd', 'r', ARGV[2], 't', ARGV[4])
+redis.call('HSET', KEYS[1], 's', 'd', 'r', ARGV[2], 't', ARGV[4], 'o', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
@@ -110,6 +122,20 @@ class Outcome:
     holder: str = ""
 
 
+_token_pid = 0
+_token_prefix = ""
+_token_count = itertools.count()
+
+
+def new_token() -> str:
+    """A token unique per execution attempt: 64 random bits per process, then a counter
+    (cheaper than a uuid4 per task; a forked child draws its own random part)."""
+    global _token_pid, _token_prefix
+    if _token_pid != os.getpid():
+        _token_pid, _token_prefix = os.getpid(), os.urandom(8).hex()
+    return f"{_token_prefix}{next(_token_count):x}"
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -145,6 +171,17 @@ class Claim:
 
     def complete(self, result: Any, *, result_ttl_s: float, task_id: str) -> bool:
         """Record success and the result (1 round trip); False if another run holds it."""
+        done = self.kr.run(
+            _COMPLETE, [self.key], self._complete_args(result, result_ttl_s, task_id)
+        )
+        return bool(done)
+
+    def completion(self, result: Any, *, result_ttl_s: float, task_id: str) -> Sent:
+        """The completion as a :class:`Sent`, for ``kr.pinned.send`` (reply read later;
+        its value is what :meth:`complete` returns)."""
+        return Sent(_COMPLETE, [self.key], self._complete_args(result, result_ttl_s, task_id))
+
+    def _complete_args(self, result: Any, result_ttl_s: float, task_id: str) -> list[Any]:
         try:
             payload = dumps(result)
         except (TypeError, ValueError):
@@ -152,8 +189,7 @@ class Claim:
                 "celery_kit: result of %s is not JSON; duplicates will get None", self.key
             )
             payload = "null"
-        done = self.kr.run(_COMPLETE, [self.key], [self.token, payload, _ms(result_ttl_s), task_id])
-        return bool(done)
+        return [self.token, payload, _ms(result_ttl_s), task_id]
 
     def release(self) -> bool:
         """Give the key back after a failed run (owner-checked)."""

@@ -74,8 +74,10 @@ class LeaseKeeper:
         ttl_s: float,
         what: str,
         on_lost: Callable[[], None] | None = None,
+        first_s: float | None = None,
     ) -> LeaseHandle:
-        """Call ``renew`` every ``ttl_s / 3`` until dropped; ``renew`` returns False if lost."""
+        """Call ``renew`` every ``ttl_s / 3`` (the first time after ``first_s`` if given)
+        until dropped; ``renew`` returns False if lost. ``renew`` may drop its own handle."""
         interval = max(ttl_s / 3.0, 0.05)
         if self._pid != os.getpid():  # forked: the parent's thread and mutex are not ours
             self._pid, self._thread, self._leases = os.getpid(), None, {}
@@ -83,7 +85,7 @@ class LeaseKeeper:
         with self._cond:
             self._ensure_thread()
             ident = next(self._ids)
-            due = time.monotonic() + interval
+            due = time.monotonic() + (interval if first_s is None else first_s)
             self._leases[ident] = _Lease(renew, interval, due, what, on_lost)
             if due < self._wake_at:
                 self._cond.notify()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import logging
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -23,7 +22,7 @@ from celery.exceptions import Ignore, Reject, Retry, TaskPredicate
 
 from celery_kit.coordination.client import KitRedis, kit_redis
 from celery_kit.coordination.dead_letter import FIRST_FAILED_HEADER, now_iso
-from celery_kit.coordination.idempotency import Claim
+from celery_kit.coordination.idempotency import Claim, new_token
 from celery_kit.coordination.leases import LeaseHandle
 from celery_kit.coordination.locks import Lock, OnBusy
 from celery_kit.coordination.ratelimit import RateLimiter
@@ -34,6 +33,7 @@ from celery_kit.exceptions import (
     TaskOptionError,
 )
 from celery_kit.state import settings_of
+from celery_kit.tasks.completion import record_success
 from celery_kit.tasks.duplicates import await_holder, duplicate_countdown
 from celery_kit.tasks.retry import after_failure, max_retries
 
@@ -59,6 +59,7 @@ class _Held:
     kr: KitRedis
     claim: Claim | None = None
     lease: LeaseHandle | None = None
+    lease_s: float = 0.0
     lock: Lock | None = None
 
 
@@ -153,7 +154,7 @@ def _admit(
             task.name, render_key(task, plan.idempotency, bound, args, kwargs)
         )
         lease_s = task.idempotency_lease_s or settings.idempotency.lease_s
-        claim = Claim(key, uuid.uuid4().hex, kr)
+        claim = Claim(key, new_token(), kr)
         outcome = claim.claim(task_id=str(request.id), lease_s=lease_s)
         request.kit_idempotency = outcome.state  # type: ignore[attr-defined]  # observability/tracing.py
         if outcome.state == "done":
@@ -173,7 +174,7 @@ def _admit(
             deferrals = int((request.headers or {}).get(DEFERRALS, 0))
             wait = duplicate_countdown(deferrals, lease_s)
             defer(task, wait, f"{key} is being run by task {outcome.holder}")
-        held.claim = claim
+        held.claim, held.lease_s = claim, lease_s
         held.lease = kr.keeper.keep(
             lambda: claim.renew(lease_s), ttl_s=lease_s, what=f"idempotency claim {key}"
         )
@@ -253,25 +254,15 @@ def _finish(task: KitTask, held: _Held, result: Any, settings: Settings) -> None
         held.kr.keeper.drop(held.lease)
         held.lease = None
     if claim is not None:
-        ttl = task.idempotency_ttl_s or settings.idempotency.result_ttl_s
-        try:
-            if not claim.complete(result, result_ttl_s=ttl, task_id=str(task.request.id)):
-                logger.warning(
-                    "celery_kit: %s[%s]: the claim on %s was lost while the body ran (lease"
-                    " expired); another run holds it now, so this result was not recorded",
-                    task.name,
-                    task.request.id,
-                    claim.key,
-                )
-        except redis.RedisError as exc:
-            logger.error(
-                "celery_kit: %s[%s] succeeded but %s could not be recorded (%s): a later"
-                " duplicate may run the body again once the lease expires",
-                task.name,
-                task.request.id,
-                claim.key,
-                exc,
-            )
+        record_success(
+            held.kr,
+            claim,
+            result,
+            lease_s=held.lease_s,
+            ttl_s=task.idempotency_ttl_s or settings.idempotency.result_ttl_s,
+            task_id=str(task.request.id),
+            what=f"{task.name}[{task.request.id}]",
+        )
     lock, held.lock = held.lock, None
     if lock is not None:
         lock.release()

@@ -158,3 +158,94 @@ def test_overlapping_duplicate_returns_soon_after_the_original_not_after_the_lea
     # And it finished within the documented bound after the original, not a lease later
     gap_s = (second.date_done - first.date_done).total_seconds()
     assert gap_s <= DUPLICATE_BOUND_S, gap_s
+
+
+KILLED = "kit_reliability.charge_once_killed"
+
+
+def idem_key(order: str) -> str:
+    return f"celery_kit:idem:{KILLED}:charge:{order}"
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_pool_process_sigkilled_right_after_the_body_around_the_completion(
+    kit_redis_url: str, kit_worker, when: str
+) -> None:
+    # Celery requeues the message of a dead pool process after worker_lost_wait (1 s here)
+    env = kit_env(
+        kit_redis_url,
+        kit_redis_url,
+        IDEMPOTENCY__LEASE_S="3",
+        CELERY_OVERRIDES='{"worker_lost_wait": 1}',
+    )
+    worker = kit_worker(APP, env=env, pythonpath=[APPS], concurrency=1)
+    app, state = producer(env), redis.Redis.from_url(kit_redis_url)
+    order = f"kill-{when}"
+    # Given a charge whose first run is SIGKILLed once its body returned: "before" its
+    # completion is written, or "after" (written, reply not read, result not reported)
+    result = app.send_task(KILLED, args=[order, when])
+    value = result.get(timeout=60)
+    pids = [int(p) for p in state.lrange(f"pids:{order}", 0, -1)]
+    wait_for(lambda: pids[0] not in worker.pool_pids(), timeout_s=30, what="the kill")
+    key = idem_key(order)
+    # (the completion is sent without waiting, on another connection than the result)
+    wait_for(lambda: state.hget(key, "s") == b"d", timeout_s=10, what="the completion")
+    if when == "after":
+        # Then the completion the killed run sent (and never read the reply of) holds:
+        # another delivery of the key returns the stored result without running the body
+        assert state.get(f"completion-seen:{order}") == b"d"
+        again = app.send_task(KILLED, args=[order, when])
+        assert again.get(timeout=60) == value == {"charged": order, "pid": pids[0]}
+        assert (count(state, f"starts:{order}"), count(state, f"effects:{order}")) == (1, 1)
+        assert f"{key} already done" in worker.log_text()
+    else:
+        # Then the body ran again (the documented window: effect done, completion not),
+        # but only after the dead run's lease expired, so the two never overlapped
+        assert (count(state, f"starts:{order}"), count(state, f"effects:{order}")) == (2, 2)
+        assert value == {"charged": order, "pid": pids[1]}
+        started = [float(t) for t in state.lrange(f"started-at:{order}", 0, -1)]
+        assert started[1] - started[0] >= 3.0 - 0.05
+
+
+@pytest.fixture
+def kit_state_server(tmp_path) -> Any:
+    """The kit's own Redis (redis.url), apart from the broker, so a test can restart it."""
+    from celery_kit.testing import RedisServer
+
+    (tmp_path / "kit-state").mkdir()
+    with RedisServer(workdir=tmp_path / "kit-state") as server:
+        yield server
+
+
+@pytest.mark.parametrize("down_s", [0.2, 5.0], ids=["restart", "unreachable-at-completion"])
+def test_kit_redis_restarted_while_the_body_runs_still_records_the_completion(
+    kit_redis_url: str, kit_worker, kit_state_server: Any, down_s: float
+) -> None:
+    # The kit's Redis (no persistence) restarts while the body runs: the claim and the
+    # script cache are gone. "restart": back before the body ends (the completion meets a
+    # dead connection, then NOSCRIPT). "unreachable-at-completion": still down when the
+    # body ends and for seconds after (the completion cannot be sent; the lease thread
+    # keeps sending it).
+    env = kit_env(kit_redis_url, kit_redis_url, IDEMPOTENCY__LEASE_S="30")
+    env["CELERY_KIT_REDIS__URL"] = kit_state_server.url(0)
+    worker = kit_worker(APP, env=env, pythonpath=[APPS], concurrency=1)
+    app, state = producer(env), redis.Redis.from_url(kit_redis_url)
+    kit = kit_state_server.client(0)
+    order = f"restart-{down_s:g}"
+    key = idem_key(order)
+    result = app.send_task(KILLED, args=[order, "never", 1.5])
+    wait_for(lambda: count(state, f"starts:{order}") == 1, timeout_s=30, what="the body")
+    assert kit.hget(key, "s") == b"r"
+    kit.close()
+    kit_state_server.restart(down_for_s=down_s)
+    kit = kit_state_server.client(0)
+    # Then the task succeeded and its completion is in the restarted Redis
+    value = result.get(timeout=60)
+    wait_for(lambda: kit.hget(key, "s") == b"d", timeout_s=30, what="the completion")
+    assert kit.hget(key, "t") == result.id.encode()
+    # and a duplicate returns the stored result without running the body again
+    again = app.send_task(KILLED, args=[order, "never", 1.5])
+    assert again.get(timeout=60) == value
+    assert (count(state, f"starts:{order}"), count(state, f"effects:{order}")) == (1, 1)
+    if down_s > 1:  # the completion was queued while Redis was away, not dropped
+        assert "could not be recorded" not in worker.log_text()

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import redis
-from celery.signals import task_retry
+from celery.signals import task_postrun, task_retry
 
 from celery_kit import make_app
 from celery_kit.tasks import PermanentError, RetryingTask, TransientError
@@ -72,6 +72,43 @@ def charge(order_id: str, sleep_s: float) -> dict[str, Any]:
     time.sleep(sleep_s)
     r.incr(f"effects:{order_id}")
     return {"charged": order_id, "pid": os.getpid()}
+
+
+@app.task(
+    name="kit_reliability.charge_once_killed", shared=False, idempotency_key="charge:{order_id}"
+)
+def charge_once_killed(order_id: str, when: str, sleep_s: float = 0.0) -> dict[str, Any]:
+    """Like ``charge``; the first run's pool process is SIGKILLed ``when`` = "before" the
+    completion is written (right after the effect) or "after" (``_die_after_completion``);
+    "never" just sleeps ``sleep_s`` before its effect (for Redis outages)."""
+    r = state()
+    r.incr(f"starts:{order_id}")
+    r.rpush(f"pids:{order_id}", os.getpid())
+    r.rpush(f"started-at:{order_id}", time.time())
+    time.sleep(sleep_s)
+    r.incr(f"effects:{order_id}")
+    if when == "before" and r.incr(f"kills:{order_id}") == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"charged": order_id, "pid": os.getpid()}
+
+
+@task_postrun.connect(weak=False, dispatch_uid="kit_reliability.die")
+def _die_after_completion(task: Any = None, args: Any = None, **_: Any) -> None:
+    """After the body returned: once the completion is in Redis (another connection sees it)
+    and before its reply is read or the result reaches the main process, SIGKILL."""
+    if getattr(task, "name", None) != "kit_reliability.charge_once_killed" or args[1] != "after":
+        return
+    order_id = args[0]
+    r = state()
+    if r.incr(f"kills:{order_id}") != 1:
+        return
+    kit = redis.Redis.from_url(os.environ["CELERY_KIT_REDIS__URL"])
+    key = f"celery_kit:idem:kit_reliability.charge_once_killed:charge:{order_id}"
+    deadline = time.monotonic() + 10
+    while kit.hget(key, "s") != b"d" and time.monotonic() < deadline:
+        time.sleep(0.001)
+    r.set(f"completion-seen:{order_id}", kit.hget(key, "s") or b"")
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @app.task(name="kit_reliability.locked", shared=False, lock="job:{name}")
