@@ -44,7 +44,8 @@ from celery_kit import Settings, make_app
 from celery_kit.topology.publish import PUBLISHED_AT_HEADER
 
 metrics = {metrics!r}
-env = {{"CELERY_KIT_METRICS__ENABLED": "true", "CELERY_KIT_METRICS__PORT": "0"}} if metrics else {{}}
+on = {{"CELERY_KIT_METRICS__ENABLED": "true", "CELERY_KIT_METRICS__PORT": "0"}}
+env = on if metrics else {{}}
 app = make_app("micro", settings=Settings(_environ=env, broker_url="redis://127.0.0.1:1/0"))
 
 @app.task(name="micro.noop", shared=False, ignore_result=True)
@@ -58,6 +59,9 @@ if metrics:  # as the worker's bootstep does in the main process, before the poo
     state = metrics_state(app)
     state.hostname, state.main_pid = "w@host", -1  # not this process: a pool process
     metrics_of(app)
+    if getattr(state, "run_receivers", None):  # MetricsStep at worker start
+        from celery_kit.observability.runs import narrow_run_receivers
+        narrow_run_receivers(app, *state.run_receivers)
 tracer = build_tracer(task.name, task, app.loader, "w@host", app=app)
 info = {{"routing_key": "default", "exchange": "", "priority": 0, "redelivered": False}}
 

@@ -179,6 +179,8 @@ class MetricsState:
     #: The exporter's HTTP server and queue poller (worker main process only).
     server: Any = None
     poller: Any = None
+    #: The ``task_prerun`` and ``task_success`` receivers, for tasks that are no ``KitTask``.
+    run_receivers: tuple[Any, Any] | None = None
 
     def kit_metrics(self) -> KitMetrics:
         """The metrics in this process, created on first use (the worker bootstep creates
