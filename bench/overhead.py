@@ -23,7 +23,9 @@ pool processes, and on this process while it publishes): ``overhead-profile.md``
 
 Environment: ``BENCH_OVERHEAD_N`` (tasks per run, 1500), ``BENCH_OVERHEAD_REPS`` (5),
 ``BENCH_OVERHEAD_PUBLISH_N`` (messages per publish run, 500). RabbitMQ + solo runs use
-N / 4 tasks (latency-bound: one message in flight).
+N / 4 tasks (latency-bound: one message in flight). ``BENCH_CASES``: comma-separated case
+names (e.g. ``redis/prefork/kit,redis/prefork/kit_metrics``) runs only those workers,
+without the publish runs, into ``overhead-cases.{md,json}`` (the full results stay).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ N = int(os.environ.get("BENCH_OVERHEAD_N", "1500"))
 REPS = int(os.environ.get("BENCH_OVERHEAD_REPS", "5"))
 PUBLISH_N = int(os.environ.get("BENCH_OVERHEAD_PUBLISH_N", "500"))
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+CASES = [c.strip() for c in os.environ.get("BENCH_CASES", "").split(",") if c.strip()]
 WARM = 200
 _TICKS = os.sysconf("SC_CLK_TCK")
 PROFILED = ("plain", "safe", "kit", "kit_idem", "kit_metrics")
@@ -372,6 +375,12 @@ def main() -> None:
             for flavour in ("plain", "safe", "kit", *extras):
                 queue = f"bench-{pool}-{flavour}-{tag}".replace("_", "-")
                 cases.append(Case(broker, pool, flavour, amqp or "", queue))
+    if CASES:
+        unknown = sorted(set(CASES) - {c.name for c in cases})
+        if unknown:
+            known = ", ".join(c.name for c in cases)
+            raise SystemExit(f"BENCH_CASES: no case {', '.join(unknown)}; the cases: {known}")
+        cases = [c for c in cases if c.name in CASES]
     profile: dict[str, Any] = {}
     with RedisServer(workdir=workdir) as server:
         try:
@@ -380,8 +389,10 @@ def main() -> None:
             print(f"throughput: {N} no-op tasks per run, {REPS} rounds", flush=True)
             tput = throughput(cases)
             urls = {"redis": server.url(15), **({"amqp": amqp} if amqp else {})}
-            print("publish rate (one producer)", flush=True)
-            pub = publish_rates(urls)
+            pub: dict[str, Any] = {}
+            if not CASES:
+                print("publish rate (one producer)", flush=True)
+                pub = publish_rates(urls)
             if PROFILE:
                 print("profiles (py-spy)", flush=True)
                 profile = profile_runs(cases, workdir)
@@ -410,9 +421,10 @@ def main() -> None:
         "publish": pub,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "overhead.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "overhead.md").write_text(render(report))
-    print((RESULTS / "overhead.md").read_text())
+    stem = "overhead-cases" if CASES else "overhead"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(render(report))
+    print((RESULTS / f"{stem}.md").read_text())
     if profile:
         when = {"when": report["when"], "load": report["load_before"], "n": N}
         (RESULTS / "overhead-profile.json").write_text(json.dumps(profile, indent=2) + "\n")
