@@ -181,3 +181,19 @@ def test_a_failing_counter_never_fails_the_task(caplog: pytest.LogCaptureFixture
 
     assert run(app, "t.work").retval == 5
     assert "counting a task start failed" in caplog.text
+
+
+def test_kit_tasks_declare_that_they_count_their_own_runs() -> None:
+    from celery_kit.observability.runs import counts_own_runs
+    from celery_kit.state import COUNTS_OWN_RUNS
+    from celery_kit.tasks import KitTask
+
+    app = metrics_app()
+
+    @app.task(name="t.plain", base=Task, shared=False)
+    def plain() -> None:
+        return None
+
+    assert getattr(KitTask, COUNTS_OWN_RUNS) is True
+    assert counts_own_runs(app.tasks["celery.backend_cleanup"])  # built-ins are KitTasks too
+    assert not counts_own_runs(app.tasks["t.plain"])
