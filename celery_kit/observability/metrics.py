@@ -2,7 +2,8 @@
 
 Each event is counted by the process that sees it (publisher, worker main process, pool
 process) into prometheus_client's multiprocess directory (:mod:`.multiproc`), from the
-receivers in :mod:`.hooks`; the worker's main process serves the sum (:mod:`.exporter`).
+receivers in :mod:`.hooks` and, for ``KitTask`` runs, the run counter in :mod:`.runs`; the
+worker's main process serves the sum (:mod:`.exporter`).
 """
 
 from __future__ import annotations
