@@ -22,11 +22,10 @@ per message, interleaved the same way; on RabbitMQ with and without publisher co
 pool processes, and on this process while it publishes): ``overhead-profile.md``.
 
 Environment: ``BENCH_OVERHEAD_N`` (tasks per run, 1500), ``BENCH_OVERHEAD_REPS`` (5),
-``BENCH_OVERHEAD_PUBLISH_N`` (messages per publish run, 500). ``BENCH_CASES`` (e.g.
-``kit,kit_idem``) runs only those Redis + prefork flavours, no publish rates and no
-profiles, prints their figures and paired ratios to the first one and writes
-``overhead-selected.{md,json}`` instead of the full report. RabbitMQ + solo runs use
-N / 4 tasks (latency-bound: one message in flight).
+``BENCH_OVERHEAD_PUBLISH_N`` (messages per publish run, 500). RabbitMQ + solo runs use
+N / 4 tasks (latency-bound: one message in flight). ``BENCH_CASES``: comma-separated case
+names (e.g. ``redis/prefork/kit,redis/prefork/kit_metrics``) runs only those workers,
+without the publish runs, into ``overhead-cases.{md,json}`` (the full results stay).
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ N = int(os.environ.get("BENCH_OVERHEAD_N", "1500"))
 REPS = int(os.environ.get("BENCH_OVERHEAD_REPS", "5"))
 PUBLISH_N = int(os.environ.get("BENCH_OVERHEAD_PUBLISH_N", "500"))
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
-SELECTED = [c.strip() for c in os.environ.get("BENCH_CASES", "").split(",") if c.strip()]
+CASES = [c.strip() for c in os.environ.get("BENCH_CASES", "").split(",") if c.strip()]
 WARM = 200
 PROFILED = ("plain", "safe", "kit", "kit_idem", "kit_metrics")
 PREFORK_EXTRAS = {
@@ -365,9 +364,12 @@ def main() -> None:
             for flavour in ("plain", "safe", "kit", *extras):
                 queue = f"bench-{pool}-{flavour}-{tag}".replace("_", "-")
                 cases.append(Case(broker, pool, flavour, amqp or "", queue))
-    if SELECTED:
-        cases = _selected(cases)
-        amqp = None
+    if CASES:
+        unknown = sorted(set(CASES) - {c.name for c in cases})
+        if unknown:
+            known = ", ".join(c.name for c in cases)
+            raise SystemExit(f"BENCH_CASES: no case {', '.join(unknown)}; the cases: {known}")
+        cases = [c for c in cases if c.name in CASES]
     profile: dict[str, Any] = {}
     with RedisServer(workdir=workdir) as server:
         try:
@@ -375,12 +377,11 @@ def main() -> None:
             _start(cases, factory, server, amqp)
             print(f"throughput: {N} no-op tasks per run, {REPS} rounds", flush=True)
             tput = throughput(cases)
-            if SELECTED:
-                _report_selected(tput, cases, load_before, started)
-                return
             urls = {"redis": server.url(15), **({"amqp": amqp} if amqp else {})}
-            print("publish rate (one producer)", flush=True)
-            pub = publish_rates(urls)
+            pub: dict[str, Any] = {}
+            if not CASES:
+                print("publish rate (one producer)", flush=True)
+                pub = publish_rates(urls)
             if PROFILE:
                 print("profiles (py-spy)", flush=True)
                 profile = profile_runs(cases, workdir)
@@ -409,62 +410,15 @@ def main() -> None:
         "publish": pub,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "overhead.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "overhead.md").write_text(render(report))
-    print((RESULTS / "overhead.md").read_text())
+    stem = "overhead-cases" if CASES else "overhead"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(render(report))
+    print((RESULTS / f"{stem}.md").read_text())
     if profile:
         when = {"when": report["when"], "load": report["load_before"], "n": N}
         (RESULTS / "overhead-profile.json").write_text(json.dumps(profile, indent=2) + "\n")
         (RESULTS / "overhead-profile.md").write_text(render_profile(profile, when))
         print(f"raw py-spy stacks: {workdir}")
-
-
-def _selected(cases: list[Case]) -> list[Case]:
-    """The Redis + prefork cases named in ``BENCH_CASES``, in that order."""
-    known = {c.flavour: c for c in cases if (c.broker, c.pool) == ("redis", "prefork")}
-    unknown = [name for name in SELECTED if name not in known]
-    if unknown:
-        raise SystemExit(
-            f"BENCH_CASES: unknown case(s) {', '.join(unknown)}; Redis + prefork cases are"
-            f" {', '.join(known)}"
-        )
-    return [known[name] for name in SELECTED]
-
-
-def _report_selected(
-    tput: dict[str, dict[str, Any]], cases: list[Case], load_before: Any, started: float
-) -> None:
-    base = cases[0].name
-    load = [round(x, 2) for x in load_before], [round(x, 2) for x in os.getloadavg()]
-    lines = [
-        f"# bench.overhead, selected cases ({', '.join(SELECTED)})",
-        "",
-        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(started))} UTC, {N} tasks per run,"
-        f" {REPS} rounds; load average before {load[0]}, after {load[1]}. Median"
-        " [min-max] over rounds; ratios paired within a round, to the first case.",
-        "",
-        "| case | tasks/s | CPU µs/task | of which pool | rate / first | CPU / first |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for case in cases:
-        row, first = tput[case.name], tput[base]
-        rate = [a / b for a, b in zip(row["rate"]["values"], first["rate"]["values"], strict=True)]
-        cpu = [a / b for a, b in zip(row["cpu"]["values"], first["cpu"]["values"], strict=True)]
-        lines.append(
-            f"| {case.name} | {_fmt(row['rate']['values'], '.0f')}"
-            f" | {_fmt(row['cpu']['values'], '.0f')} | {_fmt(row['pool']['values'], '.0f')}"
-            f" | {_fmt(rate, '.2f')} | {_fmt(cpu, '.2f')} |"
-        )
-    text = "\n".join(lines) + "\n"
-    RESULTS.mkdir(exist_ok=True)
-    report = {"cases": SELECTED, "n_per_run": N, "rounds": REPS, "load": load, "throughput": tput}
-    (RESULTS / "overhead-selected.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "overhead-selected.md").write_text(text)
-    print(text)
-
-
-def _fmt(values: list[float], spec: str) -> str:
-    return f"{statistics.median(values):{spec}} [{min(values):{spec}}-{max(values):{spec}}]"
 
 
 def _hiredis() -> str | None:

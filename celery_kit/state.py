@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from celery_kit.config.settings import Settings
 from celery_kit.exceptions import ConfigError
@@ -13,9 +13,11 @@ if TYPE_CHECKING:
     from celery import Celery
 
 __all__ = [
+    "COUNTS_OWN_RUNS",
     "HardTimeoutHook",
     "KitState",
     "PublishHook",
+    "RunCounter",
     "SentHook",
     "SkipHook",
     "attach_state",
@@ -29,6 +31,8 @@ __all__ = [
 _ATTR = "_celery_kit_state"
 
 T = TypeVar("T")
+#: Class attribute (true) of task classes that call ``KitState.run_counter`` themselves.
+COUNTS_OWN_RUNS = "_kit_counts_own_runs"
 #: Called after every task message is handed to the broker: ``(task name, queue name)``.
 SentHook = Callable[[str, str], None]
 #: Called when a periodic run is skipped because its entry's previous run still runs:
@@ -41,6 +45,23 @@ PublishHook = Callable[[], None]
 HardTimeoutHook = Callable[[Any, float], None]
 
 
+class RunCounter(Protocol):
+    """Counts the runs of ``KitTask`` tasks without Celery signals (the metrics set one).
+
+    ``KitTask.__call__`` calls ``started`` where Celery would send ``task_prerun`` and
+    ``succeeded`` with its result where Celery sends ``task_success`` (``on_success``):
+    Celery sends a signal to every task once it has one receiver, so the kit's own tasks
+    are counted directly and only other tasks through receivers.
+    """
+
+    def started(self, task: Any, request: Any) -> Any:
+        """A run starts (``request`` is on the task's stack); returns a token for
+        ``succeeded``, or ``None`` if this run is not counted."""
+
+    def succeeded(self, task: Any, token: Any) -> None:
+        """The run of ``token`` returned and its result was stored."""
+
+
 @dataclass(eq=False)
 class KitState:
     """Everything the kit keeps for one app, created by ``make_app`` (``build_app``).
@@ -51,10 +72,10 @@ class KitState:
     (per process), ``topology.priority.priority_map`` its ``PriorityMap``, and
     ``observability.metrics`` its ``MetricsState``. ``sent_hooks`` run after each publish
     (the metrics ``sent`` counter registers one), ``overlap_skip_hooks`` when a periodic
-    run is skipped (``tasks.overlap``; the metrics count it).
-    (the metrics ``sent`` counter registers one), ``before_publish_hooks`` before it and
-    ``hard_timeout_hooks`` when a task is killed at its hard time limit (tracing registers
-    both: lower layers call up through them).
+    run is skipped (``tasks.overlap``; the metrics count it), ``before_publish_hooks``
+    before a publish and ``hard_timeout_hooks`` when a task is killed at its hard time
+    limit (tracing registers both: lower layers call up through them); ``run_counter``
+    counts each ``KitTask`` run (the metrics set it).
     """
 
     settings: Settings
@@ -62,6 +83,8 @@ class KitState:
     overlap_skip_hooks: list[SkipHook] = field(default_factory=list)
     before_publish_hooks: list[PublishHook] = field(default_factory=list)
     hard_timeout_hooks: list[HardTimeoutHook] = field(default_factory=list)
+    #: Counts each ``KitTask`` run (``None``: metrics off).
+    run_counter: RunCounter | None = None
     _parts: dict[type[Any], Any] = field(default_factory=dict)
 
     def get(self, kind: type[T]) -> T | None:

@@ -28,6 +28,7 @@ from celery_kit.observability.multiproc import (
     setup_multiprocess,
 )
 from celery_kit.observability.poller import QueueLengthPoller
+from celery_kit.observability.runs import narrow_run_receivers
 from celery_kit.observability.server import MetricsServer, Render, encode, multiprocess_registry
 from celery_kit.state import settings_of
 
@@ -92,6 +93,8 @@ class MetricsStep(bootsteps.StartStopStep):
         state.hostname = str(parent.hostname)
         state.main_pid = os.getpid()
         metrics_of(app)  # created now, in the main process, before the pool forks
+        if state.run_receivers is not None:  # KitTasks count their runs without signals
+            narrow_run_receivers(app, *state.run_receivers)
         uid = f"celery_kit.metrics.{id(app)}"
         signals.worker_process_init.connect(
             self._in_child, weak=False, dispatch_uid=f"{uid}.worker_process_init"

@@ -10,7 +10,6 @@ import os
 import time
 import weakref
 from collections import OrderedDict
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from celery import signals
@@ -20,10 +19,16 @@ from celery_kit.observability.metrics import (
     UNREGISTERED,
     KitMetrics,
     MetricsState,
-    metrics_of,
     metrics_state,
 )
 from celery_kit.observability.multiproc import mark_dead
+from celery_kit.observability.runs import (
+    RunCounter,
+    counts_own_runs,
+    published_at,
+    queue_of,
+    receiver_uid,
+)
 from celery_kit.state import state_of
 from celery_kit.topology.publish import PUBLISHED_AT_HEADER
 
@@ -57,10 +62,11 @@ def install_metrics(
     if not settings.metrics.enabled:
         return
     state = state_of(app)
-    state.put(MetricsState(settings.metrics, registry))
+    metrics = state.put(MetricsState(settings.metrics, registry))
     hooks = _Hooks(app)
+    metrics.run_receivers = (hooks.on_prerun, hooks.on_success)
     state.sent_hooks.append(hooks.on_sent)
-    uid = f"celery_kit.metrics.{id(app)}"
+    state.run_counter = RunCounter(app, metrics, PUBLISHED_AT_HEADER)
     for name, signal, receiver in (
         ("task_received", signals.task_received, hooks.on_received),
         ("task_prerun", signals.task_prerun, hooks.on_prerun),
@@ -72,7 +78,9 @@ def install_metrics(
         ("task_unknown", signals.task_unknown, hooks.on_unknown),
         ("worker_process_shutdown", signals.worker_process_shutdown, hooks.on_process_shutdown),
     ):
-        signal.connect(receiver, weak=False, dispatch_uid=f"{uid}.{name}")
+        # task_prerun/task_success: for every task until the worker starts, then only for
+        # tasks that do not count themselves (runs.narrow_run_receivers)
+        signal.connect(receiver, weak=False, dispatch_uid=receiver_uid(app, name))
     app.steps["worker"].add(MetricsStep)
 
 
@@ -91,12 +99,6 @@ def _reject_reason(exc: Any) -> str:
     return "content_disallowed" if isinstance(exc, ContentDisallowed) else "invalid"
 
 
-def _queue(delivery_info: Any) -> str:
-    if not delivery_info:
-        return "unknown"
-    return str(delivery_info.get("routing_key") or delivery_info.get("exchange") or "unknown")
-
-
 def _seen(ids: OrderedDict[str, None], task_id: str) -> bool:
     """Remember ``task_id`` (bounded); tell whether it was already there."""
     if task_id in ids:
@@ -105,17 +107,6 @@ def _seen(ids: OrderedDict[str, None], task_id: str) -> bool:
     if len(ids) > _RECENT_TASKS:
         ids.popitem(last=False)
     return False
-
-
-def _ts(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return None
 
 
 class _Hooks:
@@ -129,7 +120,7 @@ class _Hooks:
         if mine is None or app is not mine:
             return None
         state = metrics_state(mine)
-        return None if state is None else (state, metrics_of(mine))
+        return None if state is None else (state, state.kit_metrics())
 
     # publisher (any process) ----------------------------------------------------------------
 
@@ -150,18 +141,15 @@ class _Hooks:
     def on_prerun(self, sender: Any = None, task: Any = None, **_: Any) -> None:
         try:
             found = self._for(getattr(task, "app", None))
-            if found is None:
+            if found is None or counts_own_runs(task):
                 return
             m = found[1]
             req = task.request
-            labels = (task.name, str(req.hostname), _queue(req.delivery_info))
+            labels = (task.name, str(req.hostname), queue_of(req.delivery_info))
             m.child(m.started, *labels).inc()
             req._kit_t0 = time.perf_counter()
-            published = _ts(getattr(req, PUBLISHED_AT_HEADER, None))
-            if published is None and isinstance(req.headers, dict):
-                published = _ts(req.headers.get(PUBLISHED_AT_HEADER))
-            if published is not None:
-                ready = max(published, _ts(req.eta) or 0.0)
+            ready = published_at(req, PUBLISHED_AT_HEADER)
+            if ready is not None:
                 m.child(m.queue_wait, *labels).observe(max(0.0, time.time() - ready))
         except Exception:
             logger.exception("celery_kit metrics: task_prerun receiver failed")
@@ -169,11 +157,11 @@ class _Hooks:
     def on_success(self, sender: Any = None, runtime: float | None = None, **_: Any) -> None:
         try:
             found = self._for(getattr(sender, "app", None))
-            if found is None:
+            if found is None or counts_own_runs(sender):
                 return
             m = found[1]
             req = sender.request
-            labels = (sender.name, str(req.hostname), _queue(req.delivery_info))
+            labels = (sender.name, str(req.hostname), queue_of(req.delivery_info))
             m.child(m.succeeded, *labels).inc()
             if runtime is None and getattr(req, "_kit_t0", None) is not None:
                 runtime = time.perf_counter() - req._kit_t0
@@ -189,7 +177,7 @@ class _Hooks:
                 return
             m = found[1]
             host = str(getattr(request, "hostname", None) or found[0].hostname)
-            queue = _queue(getattr(request, "delivery_info", None))
+            queue = queue_of(getattr(request, "delivery_info", None))
             m.child(m.retried, sender.name, host, queue).inc()
         except Exception:
             logger.exception("celery_kit metrics: task_retry receiver failed")
@@ -211,7 +199,7 @@ class _Hooks:
             req = sender.request
             info = getattr(req, "delivery_info", None)
             if info:
-                queue, host = _queue(info), str(req.hostname or state.hostname)
+                queue, host = queue_of(info), str(req.hostname or state.hostname)
             else:  # reported by the main process: no request on the stack
                 queue, host = state.recent.pop(str(task_id), "unknown"), state.hostname
             kind = type(exception).__name__ if exception is not None else "unknown"
@@ -227,7 +215,7 @@ class _Hooks:
             if found is None:
                 return
             state, m = found
-            queue = _queue(request.delivery_info)
+            queue = queue_of(request.delivery_info)
             m.child(m.received, request.name, state.hostname, queue).inc()
             recent = state.recent
             recent[str(request.id)] = queue
@@ -242,7 +230,7 @@ class _Hooks:
             if found is None:
                 return
             state, m = found
-            queue = _queue(getattr(request, "delivery_info", None))
+            queue = queue_of(getattr(request, "delivery_info", None))
             m.child(m.revoked, sender.name, state.hostname, queue).inc()
         except Exception:
             logger.exception("celery_kit metrics: task_revoked receiver failed")
@@ -259,7 +247,7 @@ class _Hooks:
             name = headers.get("task") if isinstance(headers, dict) else None
             if not isinstance(name, str) or name not in sender.app.tasks:
                 name = UNREGISTERED
-            queue = _queue(getattr(message, "delivery_info", None))
+            queue = queue_of(getattr(message, "delivery_info", None))
             m.child(m.rejected, name, state.hostname, queue, _reject_reason(exc)).inc()
         except Exception:
             logger.exception("celery_kit metrics: task_rejected receiver failed")
@@ -270,7 +258,7 @@ class _Hooks:
             if found is None:
                 return
             state, m = found
-            queue = _queue(getattr(message, "delivery_info", None))
+            queue = queue_of(getattr(message, "delivery_info", None))
             m.child(m.failed, UNREGISTERED, state.hostname, "NotRegistered", queue).inc()
         except Exception:
             logger.exception("celery_kit metrics: task_unknown receiver failed")

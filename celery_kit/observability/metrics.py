@@ -2,7 +2,8 @@
 
 Each event is counted by the process that sees it (publisher, worker main process, pool
 process) into prometheus_client's multiprocess directory (:mod:`.multiproc`), from the
-receivers in :mod:`.hooks`; the worker's main process serves the sum (:mod:`.exporter`).
+receivers in :mod:`.hooks` and, for ``KitTask`` runs, the run counter in :mod:`.runs`; the
+worker's main process serves the sum (:mod:`.exporter`).
 """
 
 from __future__ import annotations
@@ -189,6 +190,8 @@ class MetricsState:
     #: The exporter's HTTP server and queue poller (worker main process only).
     server: Any = None
     poller: Any = None
+    #: The ``task_prerun`` and ``task_success`` receivers, for tasks that are no ``KitTask``.
+    run_receivers: tuple[Any, Any] | None = None
 
     def kit_metrics(self) -> KitMetrics:
         """The metrics in this process, created on first use (the worker bootstep creates

@@ -7,12 +7,14 @@ and no ``__init__``: mix them with other task classes (``class T(KitTask, Django
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from celery import Task
 from celery.utils.imports import symbol_by_name
 
 from celery_kit.console import refusals
+from celery_kit.state import find_state
 from celery_kit.tasks import guards, options
 from celery_kit.tasks.dedupe import reserve_publish
 from celery_kit.tasks.errors import PermanentError
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
     from celery_kit.config.settings import Settings
     from celery_kit.coordination.locks import OnBusy
+    from celery_kit.state import RunCounter
 
 __all__ = ["KitTask", "RetryingTask", "install_tasks", "kit_task_class"]
 
@@ -79,14 +82,24 @@ class KitTask(Task[Any, Any]):
 
     #: Built from the options when the class is created; ``None``: no kit behaviour.
     _kit_plan: ClassVar[Plan | None] = None
+    #: Runs are counted through ``KitState.run_counter`` (``state.COUNTS_OWN_RUNS``), so
+    #: the metrics need no ``task_prerun``/``task_success`` receiver for this task.
+    _kit_counts_own_runs: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         with refusals():  # under `celery -A proj …`: a short block and exit 2
             cls._kit_plan = options.build_plan(cls)
+        if not getattr(cls.on_success, "_kit_counts_success", False):
+            # an on_success that does not call super() would skip the count
+            cls.on_success = _counting_success(cls.on_success)  # type: ignore[method-assign]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request
+        if not request.called_directly:  # where Celery would send task_prerun
+            counter = self._kit_run_counter()
+            if counter is not None:
+                request.__dict__["_kit_run"] = counter.started(self, request)
         if request.headers and not request.called_directly and wants_guard(request.headers):
             # beat sent it for an entry with overlap = "skip"
             return run_exclusive(self, self._call_planned, args, kwargs)
@@ -107,6 +120,22 @@ class KitTask(Task[Any, Any]):
         if plan is None or request.called_directly:
             return super().__call__(*args, **kwargs)
         return guards.run_guarded(self, plan, args, kwargs, super().__call__)
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        """Count the success (metrics): Celery's tracer calls this after storing the
+        result, where it sends ``task_success``; then the next class's ``on_success``."""
+        _count_success(self)
+        super().on_success(retval, task_id, args, kwargs)
+
+    on_success._kit_counts_success = True  # type: ignore[attr-defined]
+
+    def _kit_run_counter(self) -> RunCounter | None:
+        try:
+            found: RunCounter | None = self.__dict__["_kit_counter"]
+        except KeyError:  # first run in this process: the app's counter, if metrics are on
+            state = find_state(self.app)
+            found = self.__dict__["_kit_counter"] = state.run_counter if state else None
+        return found
 
     def apply_async(
         self,
@@ -160,6 +189,25 @@ class KitTask(Task[Any, Any]):
             max_countdown_s=route.max_delay_s,
             setting=route.bound_setting,
         )
+
+
+def _count_success(task: KitTask) -> None:
+    token = task.request.__dict__.pop("_kit_run", None)  # once per run, however many calls
+    counter = task._kit_run_counter() if token is not None else None
+    if counter is not None:
+        counter.succeeded(task, token)
+
+
+def _counting_success(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` (an ``on_success`` of a ``KitTask`` subclass), counting the success first."""
+
+    @functools.wraps(method)
+    def on_success(self: KitTask, *args: Any, **kwargs: Any) -> Any:
+        _count_success(self)
+        return method(self, *args, **kwargs)
+
+    on_success._kit_counts_success = True  # type: ignore[attr-defined]
+    return on_success
 
 
 class RetryingTask(KitTask):

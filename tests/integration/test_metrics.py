@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -179,6 +180,74 @@ def test_time_limit_kill_and_lost_worker_are_counted_as_failures(
     assert value(samples, "celery_task_succeeded_total") == 0
     # (this worker samples its own queue's length too: metrics.queue_length_in_worker)
     assert ("celery_queue_length", frozenset({("queue_name", "default")})) in samples
+
+
+def test_a_killed_pool_process_keeps_its_counts_and_a_restart_starts_clean(
+    kit_redis_url: str, kit_worker, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = obs_env(
+        kit_redis_url,
+        kit_redis_url,
+        tmp_path,
+        metrics_port=port,
+        soft=20,
+        hard=25,  # billiard notices a dead pool process within ~5 s
+        CELERY_KIT_TASKS__REJECT_ON_WORKER_LOST="false",  # the lost task is then a failure
+    )
+    worker = kit_worker("kit_observe", env=env, concurrency=2, pythonpath=[APPS])
+    app = producer(env)
+    children = set(worker.pool_pids())
+    client = redis.Redis.from_url(kit_redis_url)
+
+    # Given N tasks that ran in both pool processes
+    pids = [r.get(timeout=60) for r in [app.send_task("kit_observe.pid") for _ in range(N)]]
+    assert set(pids) == children
+    # When a task is running in one of them and that process is SIGKILLed mid-task
+    key = f"hold:{uuid.uuid4().hex}"
+    held = app.send_task("kit_observe.hold", (key,))
+    victim = int(wait_for(lambda: client.get(key), timeout_s=30, what="the held task"))
+    os.kill(victim, signal.SIGKILL)
+    with pytest.raises(WorkerLostError):
+        held.get(timeout=30)
+
+    # Then what the dead process counted is still there, and its task is one lost failure
+    def counted() -> dict:
+        samples = scrape(port)
+        return samples if value(samples, "celery_task_failed_total") >= 1 else {}
+
+    wait_for(counted, timeout_s=30, what="the lost task")
+    samples = scrape(port)
+    host = {"hostname": worker.hostname, "queue_name": "default"}
+    for metric in ("started", "succeeded"):
+        assert value(samples, f"celery_task_{metric}_total", name="kit_observe.pid", **host) == N
+    assert value(samples, "celery_task_runtime_count", name="kit_observe.pid", **host) == N
+    assert pids.count(victim) > 0  # (the dead process had counted some of them)
+    assert value(samples, "celery_task_started_total", name="kit_observe.hold", **host) == 1
+    assert value(samples, "celery_task_succeeded_total", name="kit_observe.hold") == 0
+    lost = {"name": "kit_observe.hold", "exception": "WorkerLostError", **host}
+    assert value(samples, "celery_task_failed_total", **lost) == 1
+    assert value(samples, "celery_task_failed_total") == 1
+
+    # When the worker is restarted on the same metrics directory
+    worker.terminate(timeout_s=30)
+    again = kit_worker("kit_observe", env=env, concurrency=2, pythonpath=[APPS])
+    for r in [app.send_task("kit_observe.pid") for _ in range(5)]:
+        r.get(timeout=60)
+
+    # Then it counts from zero (a restarted process's counters, as Prometheus expects), with
+    # nothing left over from the first worker's files
+    def restarted() -> dict:
+        samples = scrape(port)
+        return samples if value(samples, "celery_task_succeeded_total") >= 5 else {}
+
+    wait_for(restarted, timeout_s=30, what="the counts after the restart")
+    samples = scrape(port)
+    assert value(samples, "celery_task_succeeded_total", hostname=again.hostname) == 5
+    assert value(samples, "celery_task_started_total") == 5
+    assert value(samples, "celery_task_succeeded_total") == 5
+    assert value(samples, "celery_task_failed_total") == 0
+    assert not [labels for (_, labels) in samples if ("hostname", worker.hostname) in labels]
 
 
 def _true_depth(client: redis.Redis, queue: str) -> int:

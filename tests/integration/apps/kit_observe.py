@@ -58,6 +58,13 @@ def die() -> None:
     os._exit(1)
 
 
+@app.task(name="kit_observe.hold")
+def hold(key: str) -> None:
+    """Records its pool process under ``key``, then runs until it is killed (or 60 s)."""
+    state().set(key, os.getpid())
+    time.sleep(60)
+
+
 @app.task(name="kit_observe.steps")
 def steps(n: int, pause_s: float) -> dict[str, int]:
     """Reports progress at each step, then returns."""
