@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import celery
-import redis
 
+from bench._proc import cpu_s, remaining, tree_cpu_s, wait_drained
 from celery_kit import Settings, make_app
 from celery_kit.observability.depth import redis_list_names
 from celery_kit.testing import RedisServer, WorkerFactory
@@ -71,35 +71,6 @@ def _env(url: str, setup: str, work: Path) -> dict[str, str]:
     return env
 
 
-def _remaining(client: redis.Redis, names: list[str]) -> tuple[int, int]:
-    with client.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.llen(name)
-        pipe.hlen("unacked")
-        *lengths, unacked = pipe.execute()
-    return sum(int(n) for n in lengths), int(unacked)
-
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int, *, with_reaped: bool = False) -> float:
-    """CPU seconds of ``pid`` (and of its reaped children), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
-    if with_reaped:
-        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
-    return ticks / _TICKS
-
-
-def _tree_cpu_s(worker: Any) -> float:
-    """The worker's CPU so far: main process, live pool processes, reaped ones."""
-    return _cpu_s(worker.pid, with_reaped=True) + sum(_cpu_s(p) for p in worker.pool_pids())
-
-
 def drain(
     server: RedisServer, setup: str, work: Path, factory: WorkerFactory
 ) -> tuple[float, float, float]:
@@ -112,7 +83,7 @@ def drain(
         producer.send_task("bench.noop", queue=QUEUE)
     client = server.client(db)
     names = redis_list_names(QUEUE, sep=":", priority_steps=range(10))
-    assert _remaining(client, names)[0] == BACKLOG
+    assert remaining(client, names)[0] == BACKLOG
     extra = ["-E"] if setup == "events" else []
     worker = factory(
         "bench._metrics_app",
@@ -125,25 +96,19 @@ def drain(
         extra_args=extra,
     )
     try:
-        cpu0, redis0 = _tree_cpu_s(worker), _cpu_s(server.pid)
-        counted = BACKLOG - _remaining(client, names)[0]
+        cpu0, redis0 = tree_cpu_s(worker), cpu_s(server.pid)
+        counted = BACKLOG - remaining(client, names)[0]
         start, taken = time.perf_counter(), 0
         deadline = start + 300
         while time.perf_counter() < deadline:
-            waiting, _ = _remaining(client, names)
+            waiting, _ = remaining(client, names)
             if waiting < BACKLOG:
                 start, taken = time.perf_counter(), BACKLOG - waiting
                 break
             time.sleep(0.001)
-        while time.perf_counter() < deadline:
-            waiting, unacked = _remaining(client, names)
-            if waiting == 0 and unacked == 0:
-                break
-            time.sleep(0.002)
-        else:
-            raise TimeoutError(f"{setup}: backlog not drained")
+        wait_drained(client, names, deadline, setup)
         elapsed = time.perf_counter() - start
-        cpu, redis_cpu = _tree_cpu_s(worker) - cpu0, _cpu_s(server.pid) - redis0
+        cpu, redis_cpu = tree_cpu_s(worker) - cpu0, cpu_s(server.pid) - redis0
     finally:
         worker.terminate(timeout_s=20)
         client.close()

@@ -36,7 +36,7 @@ from typing import Any
 
 import celery
 
-from bench.metrics import _cpu_s, _remaining, _tree_cpu_s
+from bench._proc import cpu_s, remaining, tree_cpu_s, wait_drained
 from celery_kit import Settings, make_app
 from celery_kit.observability.depth import redis_list_names
 from celery_kit.testing import RedisServer, WorkerFactory
@@ -105,18 +105,12 @@ def drain(
     worker = factory("bench._observability_apps", env=env, queues=[QUEUE], concurrency=2,
                      pythonpath=[ROOT], cwd=ROOT)  # fmt: skip
     try:
-        cpu0, redis0 = _tree_cpu_s(worker), _cpu_s(server.pid)
-        start, taken = time.perf_counter(), BACKLOG - _remaining(client, names)[0]
+        cpu0, redis0 = tree_cpu_s(worker), cpu_s(server.pid)
+        start, taken = time.perf_counter(), BACKLOG - remaining(client, names)[0]
         deadline = start + 300
-        while time.perf_counter() < deadline:
-            waiting, unacked = _remaining(client, names)
-            if waiting == 0 and unacked == 0:
-                break
-            time.sleep(0.002)
-        else:
-            raise TimeoutError(f"{setup}: backlog not drained")
+        wait_drained(client, names, deadline, setup)
         elapsed = time.perf_counter() - start
-        cpu, redis_cpu = _tree_cpu_s(worker) - cpu0, _cpu_s(server.pid) - redis0
+        cpu, redis_cpu = tree_cpu_s(worker) - cpu0, cpu_s(server.pid) - redis0
     finally:
         worker.terminate(timeout_s=20)
         client.close()

@@ -52,6 +52,7 @@ from bench import _overhead_profile as prof
 from bench._overhead_apps import build
 from bench._overhead_confirms import MODES, RawProducer
 from bench._overhead_render import render, render_profile, render_publish
+from bench._proc import cpu_s
 from celery_kit.testing import DEFAULT_AMQP_URL, RedisServer, WorkerFactory, WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,23 +63,11 @@ PUBLISH_N = int(os.environ.get("BENCH_OVERHEAD_PUBLISH_N", "500"))
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 ONLY = os.environ.get("BENCH_ONLY", "")
 WARM = 200
-_TICKS = os.sysconf("SC_CLK_TCK")
 PROFILED = ("plain", "safe", "kit", "kit_idem", "kit_metrics")
 PREFORK_EXTRAS = {
     "redis": ("kit_metrics", "kit_idem", "kit_recycle", "kit_kombu"),
     "amqp": ("kit_recycle",),
 }
-
-
-def _cpu_s(pid: int, *, with_reaped: bool = False) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    used = int(fields[11]) + int(fields[12])
-    if with_reaped:
-        used += int(fields[13]) + int(fields[14])
-    return used / _TICKS
 
 
 @dataclass
@@ -102,14 +91,14 @@ class Case:
     def main_cpu(self) -> float:
         """CPU seconds of the worker's main process itself."""
         assert self.worker is not None
-        return _cpu_s(self.worker.pid)
+        return cpu_s(self.worker.pid)
 
     def tree_cpu(self) -> float:
         """CPU seconds of main + live pool processes + reaped ones (recycled children move
         from the live sum to the main's child counters when reaped: the total is steady)."""
         assert self.worker is not None
-        live = sum(_cpu_s(p) for p in self.worker.pool_pids())
-        return _cpu_s(self.worker.pid, with_reaped=True) + live
+        live = sum(cpu_s(p) for p in self.worker.pool_pids())
+        return cpu_s(self.worker.pid, with_reaped=True) + live
 
     def publish(self, n: int) -> None:
         assert self.publisher is not None

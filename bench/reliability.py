@@ -39,6 +39,7 @@ from typing import Any
 import celery
 import redis
 
+from bench._proc import cpu_s, tree_cpu_s
 from bench._reliability_apps import KIT_VARIANTS, build
 from celery_kit.coordination import idempotency, ratelimit
 from celery_kit.coordination.client import kit_redis
@@ -104,28 +105,9 @@ class _Offsets:
 Run = tuple[Callable[[int], Any], str, redis.Redis, WorkerProcess, int]
 
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int, *, with_reaped: bool = False) -> float:
-    """CPU seconds of ``pid`` (plus its reaped children's, e.g. recycled pool processes)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    used = int(fields[11]) + int(fields[12])
-    if with_reaped:
-        used += int(fields[13]) + int(fields[14])
-    return used / _TICKS
-
-
 def _tree_cpu_s(worker: WorkerProcess, redis_pid: int) -> float:
     """CPU used so far by the worker (main, live and reaped pool processes) and Redis."""
-    return (
-        _cpu_s(worker.pid, with_reaped=True)
-        + sum(_cpu_s(p) for p in worker.pool_pids())
-        + _cpu_s(redis_pid)
-    )
+    return tree_cpu_s(worker) + cpu_s(redis_pid)
 
 
 def _one_run(run: Run, ids: range, others: list[WorkerProcess]) -> tuple[float, float]:

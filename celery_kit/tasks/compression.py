@@ -8,10 +8,16 @@ inflates at most ``max_bytes + 1`` bytes of a zlib/bzip2/lzma body; above the bo
 records the problem as the message's decode error *instead of* decompressing, so the
 consumer's ``on_decode_error`` (the kit's envelope guard) dead-letters it.
 
+Brotli and zstd bodies (kombu supports them when ``brotli`` / ``backports.zstd`` or Python
+3.14's ``compression.zstd`` are installed) are bounded the same way: zstd through
+``ZstdDecompressor.decompress(max_length=...)`` frame by frame, brotli through
+``Decompressor.process(output_buffer_limit=...)``, which brotli has since 1.2. A brotli body
+met with an older brotli installed cannot be inflated safely and is refused with that
+reason (upgrade brotli, or compress with zlib).
+
 Both brokers build their messages through ``channel.Message`` (kombu's virtual channels for
 Redis, ``message_to_python`` for py-amqp); the class is set on the worker's task channel
-only. Brotli and zstd bodies are not pre-checked (no bounded decompressor in the standard
-library): their size is checked after kombu inflated them, like any body.
+only.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import base64
 import bz2
 import lzma
+import sys
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,20 +36,73 @@ from celery_kit.tasks.envelope import Problem
 __all__ = ["guard_message_class", "guarded_message_class", "inflation_problem"]
 
 
-def _zlib(limit: int) -> Callable[[bytes], bytes]:
-    return lambda data: zlib.decompressobj().decompress(data, limit)
+class _Unbounded(Exception):
+    """The installed library cannot inflate this body within a bound."""
 
 
-def _bz2(limit: int) -> Callable[[bytes], bytes]:
-    return lambda data: bz2.BZ2Decompressor().decompress(data, max_length=limit)
+def _zlib(limit: int) -> Callable[[bytes], int]:
+    return lambda data: len(zlib.decompressobj().decompress(data, limit))
 
 
-def _lzma(limit: int) -> Callable[[bytes], bytes]:
-    return lambda data: lzma.LZMADecompressor().decompress(data, max_length=limit)
+def _bz2(limit: int) -> Callable[[bytes], int]:
+    return lambda data: len(bz2.BZ2Decompressor().decompress(data, max_length=limit))
+
+
+def _lzma(limit: int) -> Callable[[bytes], int]:
+    return lambda data: len(lzma.LZMADecompressor().decompress(data, max_length=limit))
+
+
+def _zstd(limit: int) -> Callable[[bytes], int]:
+    def inflate(data: bytes) -> int:
+        try:  # the module kombu uses (kombu/compression.py)
+            if sys.version_info >= (3, 14):
+                from compression import zstd  # type: ignore[import-not-found,unused-ignore]
+            else:
+                from backports import zstd  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            return 0  # kombu cannot inflate it either: it reports the decode error
+        total, rest = 0, data
+        try:
+            while rest and total < limit:  # a body may hold several frames
+                frame = zstd.ZstdDecompressor()
+                total += len(frame.decompress(rest, max_length=limit - total))
+                if not frame.eof:
+                    break  # the bound is reached, or the frame is cut short (kombu fails)
+                rest = frame.unused_data
+        except zstd.ZstdError as exc:
+            raise ValueError(str(exc)) from exc
+        return total
+
+    return inflate
+
+
+def _brotli(limit: int) -> Callable[[bytes], int]:
+    def inflate(data: bytes) -> int:
+        try:
+            import brotli  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        except ImportError:
+            return 0  # kombu cannot inflate it either: it reports the decode error
+        inflater = brotli.Decompressor()
+        try:
+            total = len(inflater.process(data, output_buffer_limit=limit))
+        except TypeError as exc:  # brotli < 1.2 has no output_buffer_limit
+            raise _Unbounded(
+                f"brotli {getattr(brotli, '__version__', '< 1.2')} cannot inflate within a"
+                " bound; install brotli >= 1.2 or compress task messages with zlib"
+            ) from exc
+        except brotli.error as exc:
+            raise ValueError(str(exc)) from exc
+        while total < limit and not inflater.is_finished():
+            if inflater.can_accept_more_data():
+                break  # all input used and not finished: cut short (kombu fails)
+            total += len(inflater.process(b"", output_buffer_limit=limit - total))
+        return total
+
+    return inflate
 
 
 #: kombu's content types and aliases (``kombu.compression``) -> a bounded decompressor.
-_BOUNDED: dict[str, Callable[[int], Callable[[bytes], bytes]]] = {
+_BOUNDED: dict[str, Callable[[int], Callable[[bytes], int]]] = {
     "application/x-gzip": _zlib,
     "gzip": _zlib,
     "zlib": _zlib,
@@ -52,6 +112,11 @@ _BOUNDED: dict[str, Callable[[int], Callable[[bytes], bytes]]] = {
     "application/x-lzma": _lzma,
     "lzma": _lzma,
     "xz": _lzma,
+    "application/zstd": _zstd,
+    "zstd": _zstd,
+    "zstandard": _zstd,
+    "application/x-brotli": _brotli,
+    "brotli": _brotli,
 }
 
 
@@ -63,9 +128,11 @@ def inflation_problem(compression: Any, body: Any, *, max_bytes: int) -> Problem
         return None
     try:
         inflated = bounded(max_bytes + 1)(bytes(body))
+    except _Unbounded as exc:
+        return Problem("compression", f"a {compression} body: {exc}")
     except (zlib.error, OSError, ValueError, EOFError, lzma.LZMAError):
         return None
-    if len(inflated) <= max_bytes:
+    if inflated <= max_bytes:
         return None
     return Problem(
         "too_large",

@@ -111,6 +111,28 @@ def test_call_time_countdown_on_a_group_is_refused(setup: tuple[Any, redis.Redis
     assert broker.dbsize() == 0
 
 
+def test_map_starmap_and_chunks_are_checked_where_they_publish(
+    setup: tuple[Any, redis.Redis],
+) -> None:
+    """``xmap``/``xstarmap``/``chunks`` publish one message per map task (``celery.map`` /
+    ``celery.starmap``); the task inside is called in the worker, never published, so the
+    delays that matter are the ones on those messages."""
+    add, broker = setup
+    pairs = [(i, i) for i in range(6)]
+    for make in (
+        lambda: add.map([1, 2]).set(countdown=TOO_LONG),
+        lambda: add.starmap(pairs).set(countdown=TOO_LONG),
+        lambda: group(add.chunks(pairs, 2).group().tasks[0].set(countdown=TOO_LONG)),
+    ):
+        with pytest.raises(CountdownTooLongError):
+            make().apply_async()
+    with pytest.raises(CountdownTooLongError):
+        add.chunks(pairs, 2).apply_async(countdown=TOO_LONG)
+    assert broker.dbsize() == 0, broker.keys("*")
+    add.chunks(pairs, 2).apply_async(countdown=LIMIT_S)
+    assert broker.dbsize() > 0, "within the limit, the chunks were published"
+
+
 def test_canvas_within_the_limit_is_sent(setup: tuple[Any, redis.Redis]) -> None:
     add, broker = setup
     chain(add.s(1, 2), add.s(3).set(countdown=LIMIT_S)).apply_async()

@@ -9,9 +9,7 @@ One worker per broker serves every kind (module-scoped), to keep CI time small.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
@@ -28,6 +26,7 @@ from celery_kit import Settings, make_app
 from celery_kit.coordination.dlq import DeadLetterStore
 from celery_kit.testing import RedisServer, WorkerFactory, WorkerProcess
 from celery_kit.testing import wait_until as wait_for
+from tests.integration.support.apps import run_kit
 from tests.integration.support.observe import free_port, scrape
 
 pytestmark = pytest.mark.timeout(120)
@@ -386,17 +385,7 @@ def test_a_task_that_kills_its_whole_worker_is_dead_lettered_after_the_cap(
 
 def kit_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``celery -A kit_envelope kit ARGS`` for real, as an operator would."""
-    run_env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
-    run_env.update(env)
-    run_env["PYTHONPATH"] = os.pathsep.join([APPS, run_env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, "-m", "celery", "-A", APP, "kit", *args],
-        env=run_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_kit(APP, env, *args)
 
 
 def test_unknown_tasks_are_dead_lettered_and_replayed_once_deployed(

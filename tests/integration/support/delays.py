@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,25 +16,21 @@ from celery import Celery
 from celery_kit import Settings, make_app
 from celery_kit.delays.ops import DelaySet
 from celery_kit.topology.delays import set_clock
+from tests.integration.support.apps import APPS as APPS
+from tests.integration.support.apps import app_env, child_env, run_kit
 
-APPS = str(Path(__file__).parents[1] / "apps")
 APP = "kit_delays"
 
 
 def delays_env(broker: str, state: str, **settings: str) -> dict[str, str]:
     """Worker/producer environment: mover every 0.2 s (threshold 3.2 s), short renewals."""
-    env = {
-        "CELERY_BROKER_URL": broker,
-        "CELERY_RESULT_BACKEND": state,
-        "KIT_TEST_STATE_URL": state,
-        "CELERY_KIT_REDIS__URL": state,
+    fixed = {
         "CELERY_KIT_BROKER__RENEWAL_INTERVAL_S": "1",
         "CELERY_KIT_BROKER__RESTORE_INTERVAL_S": "0.5",
         "CELERY_KIT_DELAYS__MOVER_INTERVAL_S": "0.2",
         "CELERY_KIT_DELAYS__LOCK_TTL_S": "3",
     }
-    env.update({f"CELERY_KIT_{k.upper()}": v for k, v in settings.items()})
-    return env
+    return app_env(broker, state, fixed, **settings)
 
 
 class Clock:
@@ -83,17 +78,12 @@ def delayed_ids(app: Celery) -> list[str]:
 
 def kit_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """``celery -A kit_delays kit ARGS`` with ``env`` (and the apps on PYTHONPATH)."""
-    child = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_KIT_")}
-    child.update(env, PYTHONPATH=os.pathsep.join([APPS, child.get("PYTHONPATH", "")]))
-    argv = [sys.executable, "-m", "celery", "-A", APP, "kit", *args]
-    return subprocess.run(argv, env=child, capture_output=True, text=True, timeout=60)
+    return run_kit(APP, env, *args)
 
 
 def mover_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """A ``celery -A kit_delays kit mover`` subprocess logging to ``log``."""
-    child = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_KIT_")}
-    child.update(env, PYTHONPATH=os.pathsep.join([APPS, child.get("PYTHONPATH", "")]))
-    child["PYTHONUNBUFFERED"] = "1"
+    child = {**child_env(env), "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "celery", "-A", APP, "kit", "mover"]
     with log.open("ab") as out:
         return subprocess.Popen(argv, env=child, stdout=out, stderr=subprocess.STDOUT)

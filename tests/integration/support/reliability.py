@@ -4,17 +4,15 @@ rate limits, poison messages). Not a test module."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
 from celery_kit import Settings, make_app
+from tests.integration.support.apps import APPS as APPS
+from tests.integration.support.apps import app_env, run_kit
 
-APPS = str(Path(__file__).parents[1] / "apps")
 APP = "kit_reliability"
 
 
@@ -23,19 +21,14 @@ def kit_env(broker: str, state: str, **settings: str) -> dict[str, str]:
 
     The derived visibility timeout is 20 s (hard limit) + 10 s (longest countdown) + 1 s.
     """
-    env = {
-        "CELERY_BROKER_URL": broker,
-        "CELERY_RESULT_BACKEND": state,
-        "KIT_TEST_STATE_URL": state,
-        "CELERY_KIT_REDIS__URL": state,
+    fixed = {
         "CELERY_KIT_TASKS__SOFT_TIME_LIMIT_S": "15",
         "CELERY_KIT_TASKS__TIME_LIMIT_S": "20",
         "CELERY_KIT_TASKS__MAX_COUNTDOWN_S": "10",
         "CELERY_KIT_TASKS__RETRY_BACKOFF_MAX_S": "2",
         "CELERY_KIT_BROKER__VISIBILITY_MARGIN_S": "1",
     }
-    env.update({f"CELERY_KIT_{k.upper()}": v for k, v in settings.items()})
-    return env
+    return app_env(broker, state, fixed, **settings)
 
 
 def producer(env: dict[str, str]) -> Celery:
@@ -45,21 +38,7 @@ def producer(env: dict[str, str]) -> Celery:
 
 def kit_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``celery -A kit_reliability kit ARGS`` for real, as an operator would."""
-    run_env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("CELERY_KIT_") and k not in ("CELERY_BROKER_URL",)
-    }
-    run_env.update(env)
-    run_env["PYTHONPATH"] = os.pathsep.join([APPS, run_env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, "-m", "celery", "-A", APP, "kit", *args],
-        env=run_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_kit(APP, env, *args)
 
 
 def dlq_entries(env: dict[str, str], *extra: str) -> list[dict[str, Any]]:
