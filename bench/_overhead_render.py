@@ -255,3 +255,37 @@ def render_profile(profile: dict[str, Any], when: dict[str, Any]) -> str:
             lines += [f"| {k} | {v:.1f} |" for k, v in row[part].items()]
             lines.append("")
     return "\n".join(lines)
+
+
+#: Publish-only run: CPU ratios beside the goals (confirms on in both, for reference).
+PUBLISH_CPU_REFERENCE: tuple[Goal, ...] = (
+    (
+        "`apply_async` CPU per call, kit / plain (RabbitMQ, confirms on in both)",
+        "amqp: kit",
+        "amqp: plain + confirms",
+        "cpu",
+        0.0,
+        False,
+    ),
+)
+
+
+def render_publish(report: dict[str, Any]) -> str:
+    """``BENCH_ONLY=publish``: the publish goals and rows alone."""
+    pub = report["publish"]
+    lines = [
+        "# bench.overhead: publish only (`BENCH_ONLY=publish`)",
+        "",
+        f"{report['when']}, load {report['load_before']} before, {report['load_after']}"
+        f" after; {report['rounds']} interleaved rounds of {report['publish_n']} calls per"
+        f" producer; ratios paired within a round, median [min{DASH}max].",
+        "",
+        "| measure | kit / plain | goal | verdict |",
+        "|---|---|---|---|",
+        *_goal_rows(pub, PUBLISH_GOALS + PUBLISH_CPU_REFERENCE),
+        "",
+        "| producer | messages/s | CPU µs/message |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {n} | {_range(r['rate'])} | {_range(r['cpu'])} |" for n, r in pub.items()]
+    return "\n".join([*lines, ""])

@@ -26,6 +26,8 @@ Environment: ``BENCH_OVERHEAD_N`` (tasks per run, 1500), ``BENCH_OVERHEAD_REPS``
 N / 4 tasks (latency-bound: one message in flight). ``BENCH_CASES``: comma-separated case
 names (e.g. ``redis/prefork/kit,redis/prefork/kit_metrics``) runs only those workers,
 without the publish runs, into ``overhead-cases.{md,json}`` (the full results stay).
+``BENCH_ONLY=publish`` runs the publish part alone (no workers) and writes
+``overhead-publish.{md,json}`` instead.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from kombu import Connection
 from bench import _overhead_profile as prof
 from bench._overhead_apps import build
 from bench._overhead_confirms import MODES, RawProducer
-from bench._overhead_render import render, render_profile
+from bench._overhead_render import render, render_profile, render_publish
 from bench._proc import cpu_s
 from celery_kit.testing import DEFAULT_AMQP_URL, RedisServer, WorkerFactory, WorkerProcess
 
@@ -63,6 +65,7 @@ REPS = int(os.environ.get("BENCH_OVERHEAD_REPS", "5"))
 PUBLISH_N = int(os.environ.get("BENCH_OVERHEAD_PUBLISH_N", "500"))
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 CASES = [c.strip() for c in os.environ.get("BENCH_CASES", "").split(",") if c.strip()]
+ONLY = os.environ.get("BENCH_ONLY", "")
 WARM = 200
 PROFILED = ("plain", "safe", "kit", "kit_idem", "kit_metrics")
 PREFORK_EXTRAS = {
@@ -349,8 +352,36 @@ def _start(
         print(f"  started {case.name}", flush=True)
 
 
+def publish_only() -> None:
+    """``BENCH_ONLY=publish``: the publish rates alone; ``overhead-publish.{md,json}``."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    started, load_before = time.time(), os.getloadavg()
+    amqp = _amqp_url()
+    with RedisServer(workdir=workdir) as server:
+        urls = {"redis": server.url(15), **({"amqp": amqp} if amqp else {})}
+        print(f"publish rate (one producer), {PUBLISH_N} calls per run, {REPS} rounds")
+        pub = publish_rates(urls)
+    report = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)) + " UTC",
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "rounds": REPS,
+        "publish_n": PUBLISH_N,
+        "publish": pub,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "overhead-publish.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "overhead-publish.md").write_text(render_publish(report))
+    print((RESULTS / "overhead-publish.md").read_text())
+
+
 def main() -> None:
     """Run the comparison; write bench/results/overhead.{md,json} (and the profile)."""
+    if ONLY == "publish":
+        publish_only()
+        return
+    if ONLY:
+        raise SystemExit(f"BENCH_ONLY={ONLY!r}: the only part that runs alone is 'publish'")
     workdir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     factory = WorkerFactory(workdir)
     started = time.time()

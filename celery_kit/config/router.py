@@ -82,18 +82,24 @@ class KitRouter:
         **kw: Any,
     ) -> dict[str, Any] | None:
         """Celery's router protocol: the route for task ``name``, or ``None``."""
-        route = dict(self.match(name))
-        for hook in self.hooks:
+        found = self.match(name)
+        hooks = self._hooks if self._hooks is not None else self.hooks
+        # Celery 5.7 also applies these through the options (which beat any router), and
+        # warns they leave in 6.0; reading them here keeps them working either way.
+        queue = getattr(task, "queue", None) if task is not None else None
+        priority = getattr(task, "priority", None) if task is not None else None
+        if not (found or hooks or queue is not None or priority is not None):
+            return None  # the common case: nothing routes this task
+        route = dict(found)
+        for hook in hooks:
             answer = hook(name, args, kwargs, options, task=task, **kw)
             if answer:
                 route.update({"queue": answer} if isinstance(answer, str) else answer)
                 break
-        # Celery 5.7 also applies these through the options (which beat any router), and
-        # warns they leave in 6.0; reading them here keeps them working either way.
-        for attr in ("queue", "priority"):
-            value = getattr(task, attr, None) if task is not None else None
-            if value is not None:
-                route[attr] = value
+        if queue is not None:
+            route["queue"] = queue
+        if priority is not None:
+            route["priority"] = priority
         return route or None
 
     def _key(self) -> tuple[Any, ...]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.app.amqp import AMQP
 
+from celery_kit.config.delays import DUE_AT_HEADER
 from celery_kit.exceptions import CountdownTooLongError
 from celery_kit.state import find_state
 from celery_kit.topology.delays import delay_route
@@ -39,10 +40,22 @@ __all__ = [
 #: Message options under which Celery embeds the rest of a canvas in a task message.
 _EMBEDDED = ("link", "link_error", "callbacks", "errbacks", "chain", "chord")
 
-#: Position of ``chain`` among ``as_task_v2``'s arguments after ``errbacks`` (Celery 5.x).
-_CHAIN_AT = 7
+#: ``as_task_v2``'s parameters up to ``chain``, in the order Celery's ``send_task`` passes
+#: them positionally (``celery/app/amqp.py``, Celery 5.x).
+_PARAMS = (
+    "task_id", "name", "args", "kwargs", "countdown", "eta", "group_id", "group_index",
+    "expires", "retries", "chord", "callbacks", "errbacks", "reply_to", "time_limit",
+    "soft_time_limit", "create_sent_event", "root_id", "parent_id", "shadow", "chain",
+)  # fmt: skip
+_COUNTDOWN_AT = _PARAMS.index("countdown")
+_CHORD_AT = _PARAMS.index("chord")  # then callbacks, errbacks
+_CHAIN_AT = _PARAMS.index("chain")
 
 logger = logging.getLogger(__name__)
+
+#: Remembered (queue, priority) translations per app before the memo starts over.
+_TRANSLATED_MAX = 1024
+_UNSEEN = object()
 
 #: Message header holding the publish time (epoch seconds) the kit stamps on every task
 #: message; Celery's protocol carries none. Queue wait times and oldest-message ages read it.
@@ -143,6 +156,11 @@ def check_canvas(
         )
 
 
+def _param(args: tuple[Any, ...], options: Mapping[str, Any], name: str) -> Any:
+    at = _PARAMS.index(name)
+    return args[at] if len(args) > at else options.get(name)
+
+
 def wrap_sender(app: Celery, send: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap Celery's ``send_task_message``: the kit's one per-message publish step.
 
@@ -156,6 +174,17 @@ def wrap_sender(app: Celery, send: Callable[..., Any]) -> Callable[..., Any]:
     hooks = state.sent_hooks if state is not None else []
     before = state.before_publish_hooks if state is not None else []
     route = delay_route(app)
+    # broker priority per (queue, kit priority): the map is fixed once built, and the
+    # pairs an app publishes are few (bounded anyway: dynamic queue names)
+    translated: dict[tuple[str | None, int | None], int | None] = {}
+
+    def to_broker(key: tuple[str | None, Any]) -> int | None:
+        broker = priority_map(app).to_broker(*key)
+        if key[1] is None or type(key[1]) is int:  # not bool (== 1) nor enums
+            if len(translated) >= _TRANSLATED_MAX:
+                translated.clear()
+            translated[key] = broker
+        return broker
 
     def send_task_message(
         producer: Any,
@@ -170,18 +199,27 @@ def wrap_sender(app: Celery, send: Callable[..., Any]) -> Callable[..., Any]:
             prepare()
         qname = queue if isinstance(queue, str) else getattr(queue, "name", None)
         target = default_queue if qname is None and exchange is None else qname
-        broker = priority_map(app).to_broker(target or routing_key, options.get("priority"))
+        priority = options.get("priority")
+        key = (target or routing_key, priority)
+        broker = translated.get(key, _UNSEEN)
+        if broker is _UNSEEN or (priority is not None and type(priority) is not int):
+            broker = to_broker(key)
         if broker is None:
             options.pop("priority", None)
         else:
             options["priority"] = broker
         now = time.time()
-        message.headers[PUBLISHED_AT_HEADER] = now
-        extra = route.stamp(message.headers, options.get("headers"))
-        if extra and PUBLISHED_AT_HEADER in extra:  # a retry copies its request's headers
-            extra = {**extra, PUBLISHED_AT_HEADER: now}
-        if extra is not None:
-            options["headers"] = extra
+        headers = message.headers
+        headers[PUBLISHED_AT_HEADER] = now
+        extra = options.get("headers")
+        if extra is None and not route.enabled:  # nothing to stamp or make consistent
+            headers.pop(DUE_AT_HEADER, None)
+        else:
+            extra = route.stamp(headers, extra)
+            if extra and PUBLISHED_AT_HEADER in extra:  # a retry copies its request's headers
+                extra = {**extra, PUBLISHED_AT_HEADER: now}
+            if extra is not None:
+                options["headers"] = extra
         result = send(producer, name, message, exchange, routing_key, queue, **options)
         if hooks:
             counted = qname or routing_key or (default_queue if exchange is None else str(exchange))
@@ -198,40 +236,36 @@ def wrap_sender(app: Celery, send: Callable[..., Any]) -> Callable[..., Any]:
 class KitAMQP(AMQP):
     """Celery's AMQP helper plus the kit's publish-time checks and sender wrapper."""
 
-    def as_task_v2(
-        self,
-        task_id: str,
-        name: str,
-        args: Any = None,
-        kwargs: Any = None,
-        countdown: float | None = None,
-        eta: Any = None,
-        group_id: Any = None,
-        group_index: Any = None,
-        expires: Any = None,
-        retries: int = 0,
-        chord: Any = None,
-        callbacks: Any = None,
-        errbacks: Any = None,
-        *rest: Any,
-        **options: Any,
-    ) -> Any:
+    def as_task_v2(self, *args: Any, **options: Any) -> Any:
+        """Celery's ``as_task_v2`` after the delay check of the message and its canvas.
+
+        Celery's ``send_task`` passes every argument up to ``chain`` positionally; the
+        arguments are read by position (:data:`_PARAMS`), not re-bound, so a message
+        without a delay or a canvas costs a few index reads.
+        """
+        if len(args) > _CHAIN_AT:  # the call Celery's send_task makes
+            countdown, eta = args[_COUNTDOWN_AT], args[_COUNTDOWN_AT + 1]
+            nested = args[_CHORD_AT : _CHORD_AT + 3]
+            chain = args[_CHAIN_AT]
+        else:  # called with keywords (or a short tuple)
+            countdown, eta, chord, callbacks, errbacks, chain = (
+                _param(args, options, name)
+                for name in ("countdown", "eta", "chord", "callbacks", "errbacks", "chain")
+            )
+            nested = (chord, callbacks, errbacks)
+        if countdown is not None or eta is not None or chain or any(nested):
+            name = _param(args, options, "name")
+            self._check_delays(name, countdown, eta, [*nested, chain])
+        return super().as_task_v2(*args, **options)
+
+    def _check_delays(self, name: str, countdown: Any, eta: Any, canvas: list[Any]) -> None:
         # one bound for the message and the canvas it carries (delay_route decides which)
         route = delay_route(self.app)
         limit, setting = route.max_delay_s, route.bound_setting
         if countdown is not None or eta is not None:
             check_delay(name, countdown=countdown, eta=eta, max_countdown_s=limit, setting=setting)
-        # Celery passes these positionally (celery/app/base.py send_task); ``chain`` is the
-        # 8th after ``errbacks`` (reply_to, time limits, sent event, root, parent, shadow).
-        chain = rest[_CHAIN_AT] if len(rest) > _CHAIN_AT else options.get("chain")
-        if chord or callbacks or errbacks or chain:  # the rest of the canvas rides along
-            check_canvas(
-                [chord, callbacks, errbacks, chain], max_countdown_s=limit, setting=setting
-            )
-        return super().as_task_v2(
-            task_id, name, args, kwargs, countdown, eta, group_id, group_index, expires,
-            retries, chord, callbacks, errbacks, *rest, **options,
-        )  # fmt: skip
+        if any(canvas):  # the rest of the canvas rides along
+            check_canvas(canvas, max_countdown_s=limit, setting=setting)
 
     @cached_property
     def send_task_message(self) -> Any:

@@ -144,3 +144,29 @@ def test_kit_config_shows_the_delay_derivation() -> None:
     off = app_with(delays={"enabled": False})
     shown = CliRunner().invoke(kit, ["config"], obj=SimpleNamespace(app=off)).output
     assert "workers hold countdowns/ETAs up to tasks.max_countdown_s (600 s" in shown
+
+
+def test_the_message_check_reads_positional_and_keyword_calls_alike() -> None:
+    amqp = app_with(broker_url=AMQP).amqp  # tasks.max_countdown_s = 600
+    later = {"task": "t.later", "options": {"countdown": 3600}}
+    hour = datetime.now(timezone.utc) + timedelta(hours=1)
+    # Celery's send_task passes everything up to ``chain`` (the 21st) positionally
+    head: tuple[Any, ...] = ("id", "t.x", (), {}, None, None, None, None, None, 0)
+    tail: tuple[Any, ...] = (None, None, None, False, None, None, None)
+    refused = [
+        lambda: amqp.as_task_v2("id", "t.x", countdown=3600),
+        lambda: amqp.as_task_v2(task_id="id", name="t.x", eta=hour),
+        lambda: amqp.as_task_v2("id", "t.x", callbacks=[later]),
+        lambda: amqp.as_task_v2(*head, None, None, None, *tail, [later]),  # chain
+        lambda: amqp.as_task_v2(*head, None, None, [later], *tail, None),  # errbacks
+        lambda: amqp.as_task_v2(
+            "id", "t.x", (), {}, 3600, *head[5:], None, None, None, *tail, None
+        ),
+    ]
+    for publish in refused:
+        with pytest.raises(CountdownTooLongError, match=r"tasks\.max_countdown_s"):
+            publish()
+    soon = {"task": "t.soon", "options": {"countdown": 60}}
+    message = amqp.as_task_v2(*head, None, [soon], None, *tail, [soon])
+    assert message.headers["task"] == "t.x"
+    assert amqp.as_task_v2("id", "t.x", countdown=60).headers["eta"] is not None

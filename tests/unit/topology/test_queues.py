@@ -132,6 +132,18 @@ def test_sender_translates_or_drops_the_priority() -> None:
     assert calls[0][0][3:] == (None, None, "high")  # exchange, routing_key, queue passed on
 
 
+def test_sender_remembers_translations_per_queue_and_value_only() -> None:
+    calls: list[dict[str, Any]] = []
+    send = sender(AMQP, lambda *args, **kw: calls.append(kw))
+    for _ in range(2):  # the second round is answered from the sender's memo
+        send(None, "t", None, queue="high", priority=1)
+        send(None, "t", None, queue="bulk", priority=1)
+    with pytest.raises(InvalidPriorityError):  # True == 1 as a key, but it is no priority
+        send(None, "t", None, queue="high", priority=True)
+    expected = table(AMQP).to_broker("high", 1)
+    assert [c.get("priority") for c in calls] == [expected, None, expected, None]
+
+
 # -- declarations and transport options ---------------------------------------------------
 
 
