@@ -18,6 +18,7 @@ from celery_kit.state import attach_state
 from celery_kit.tasks.base import KitTask, install_tasks
 from celery_kit.tasks.checks import check_redis_options, check_tasks
 from celery_kit.tasks.completion import connect_completion_flush
+from celery_kit.topology.acks import install_prompt_ack
 from celery_kit.topology.routing import (
     check_task_routing,
     connect_priority_receivers,
@@ -56,6 +57,7 @@ def build_app(
     install_tasks(app, settings)
     install_observability(app, settings)
     install_deferred_shutdown(app)  # acts only under REMAP_SIGTERM=SIGQUIT (docs/deploy.md)
+    install_prompt_ack(app)  # acts only in solo workers on RabbitMQ (topology/acks.py)
     install_delays(app, settings)
     return app
 
