@@ -4,7 +4,8 @@ Flavours: ``plain`` (Celery's defaults), ``safe`` (plain ``Celery`` given the ki
 Celery settings by hand, none of its code), ``kit`` (``make_app`` defaults) and kit
 variants: ``kit_metrics`` (metrics on), ``kit_idem`` (an idempotency key on the task),
 ``kit_recycle`` (children recycled every 1000 tasks, the old default), ``kit_kombu``
-(kombu's Redis transport instead of the kit's). ``BENCH_QUEUE``
+(kombu's Redis transport instead of the kit's), ``kit_prefetch4`` (Celery's prefetch
+multiplier of 4 instead of the kit's 1). ``BENCH_QUEUE``
 names the queue; workers import ``bench._overhead_worker``.
 """
 
@@ -23,6 +24,13 @@ KIT_ENV: dict[str, dict[str, str]] = {
     "kit_idem": {},
     "kit_recycle": {"CELERY_KIT_WORKER__MAX_TASKS_PER_CHILD": "1000"},
     "kit_kombu": {"CELERY_KIT_BROKER__TRANSPORT": "kombu"},
+    # shorter limits: the kit refuses prefetch 4 with 600 s tasks under RabbitMQ's
+    # consumer_timeout (4 x 600 s would stay unacknowledged); the limits cost nothing here
+    "kit_prefetch4": {
+        "CELERY_KIT_WORKER__PREFETCH_MULTIPLIER": "4",
+        "CELERY_KIT_TASKS__SOFT_TIME_LIMIT_S": "50",
+        "CELERY_KIT_TASKS__TIME_LIMIT_S": "60",
+    },
 }
 #: Hand-safe: the kit's Celery settings, but kombu's own Redis transport (the kit's
 #: transport is kit code, not a setting a plain app would copy).

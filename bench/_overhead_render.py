@@ -185,7 +185,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"| {base} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
     lines += ["", "| variant / kit defaults (prefork) | rate | CPU |", "|---|---|---|"]
     for broker in ("redis", "amqp"):
-        for extra in ("kit_metrics", "kit_idem", "kit_recycle", "kit_kombu"):
+        for extra in ("kit_metrics", "kit_idem", "kit_recycle", "kit_kombu", "kit_prefetch4"):
             rate = _paired(tput, f"{broker}/prefork/{extra}", f"{broker}/prefork/kit", "rate")
             cpu = _paired(tput, f"{broker}/prefork/{extra}", f"{broker}/prefork/kit", "cpu")
             if rate and cpu:
@@ -223,6 +223,9 @@ def render(report: dict[str, Any]) -> str:
         "with `Settings().celery_conf()` applied by hand: the kit's settings without its",
         "code. `kit_recycle` is the kit with `worker.max_tasks_per_child = 1000` (the old",
         "default); its workers live through every round, so children reach 1000 tasks.",
+        "`kit_prefetch4` is the kit with `worker.prefetch_multiplier = 4` (Celery's default,",
+        "what a bulk worker profile may set; with 60 s time limits, which the kit requires",
+        "for that prefetch under RabbitMQ's consumer_timeout): the price of a prefetch of 1.",
         "",
     ]
     return "\n".join(lines)

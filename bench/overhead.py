@@ -70,7 +70,7 @@ WARM = 200
 PROFILED = ("plain", "safe", "kit", "kit_idem", "kit_metrics")
 PREFORK_EXTRAS = {
     "redis": ("kit_metrics", "kit_idem", "kit_recycle", "kit_kombu"),
-    "amqp": ("kit_recycle",),
+    "amqp": ("kit_recycle", "kit_prefetch4"),
 }
 
 
