@@ -10,6 +10,7 @@ runs the app's sent hooks (the metrics ``sent`` counter).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -42,14 +43,16 @@ _EMBEDDED = ("link", "link_error", "callbacks", "errbacks", "chain", "chord")
 
 #: ``as_task_v2``'s parameters up to ``chain``, in the order Celery's ``send_task`` passes
 #: them positionally (``celery/app/amqp.py``, Celery 5.x).
-_PARAMS = (
-    "task_id", "name", "args", "kwargs", "countdown", "eta", "group_id", "group_index",
-    "expires", "retries", "chord", "callbacks", "errbacks", "reply_to", "time_limit",
-    "soft_time_limit", "create_sent_event", "root_id", "parent_id", "shadow", "chain",
-)  # fmt: skip
-_COUNTDOWN_AT = _PARAMS.index("countdown")
-_CHORD_AT = _PARAMS.index("chord")  # then callbacks, errbacks
+#: ``as_task_v2``'s parameters in Celery's own order (read from the installed Celery, so
+#: a release that reorders them moves the positions with it; one that drops a name the
+#: kit reads fails here, at import, instead of checking the wrong argument).
+_PARAMS: tuple[str, ...] = tuple(inspect.signature(AMQP.as_task_v2).parameters)[1:]
+_COUNTDOWN_AT, _ETA_AT = _PARAMS.index("countdown"), _PARAMS.index("eta")
+_CHORD_AT, _CALLBACKS_AT = _PARAMS.index("chord"), _PARAMS.index("callbacks")
+_ERRBACKS_AT = _PARAMS.index("errbacks")
 _CHAIN_AT = _PARAMS.index("chain")
+#: Celery's ``send_task`` passes at least this many arguments positionally.
+_POSITIONAL = max(_COUNTDOWN_AT, _ETA_AT, _CHORD_AT, _CALLBACKS_AT, _ERRBACKS_AT, _CHAIN_AT) + 1
 
 logger = logging.getLogger(__name__)
 
@@ -243,9 +246,9 @@ class KitAMQP(AMQP):
         arguments are read by position (:data:`_PARAMS`), not re-bound, so a message
         without a delay or a canvas costs a few index reads.
         """
-        if len(args) > _CHAIN_AT:  # the call Celery's send_task makes
-            countdown, eta = args[_COUNTDOWN_AT], args[_COUNTDOWN_AT + 1]
-            nested = args[_CHORD_AT : _CHORD_AT + 3]
+        if len(args) >= _POSITIONAL:  # the call Celery's send_task makes
+            countdown, eta = args[_COUNTDOWN_AT], args[_ETA_AT]
+            nested = (args[_CHORD_AT], args[_CALLBACKS_AT], args[_ERRBACKS_AT])
             chain = args[_CHAIN_AT]
         else:  # called with keywords (or a short tuple)
             countdown, eta, chord, callbacks, errbacks, chain = (
