@@ -67,8 +67,9 @@ def test_counts_are_exact_across_children_and_recycled_children(
     for r in failures:
         r.get(timeout=60, propagate=False)
     assert [r.get(timeout=60) for r in retries] == [2, 2]
-    # (both first children ran tasks, and children were recycled)
-    assert first_children <= pids
+    # (a first child ran tasks, and children were recycled; which of the first two got
+    # work is up to the scheduler: under load one of them may get none)
+    assert first_children & pids
     assert len(pids) > 2
 
     # When /metrics is scraped on the worker's single port
