@@ -60,7 +60,7 @@ def test_counts_are_exact_across_children_and_recycled_children(
     assert len(first_children) == 2
 
     # Given N tasks, 3 failures and 2 tasks that retry once, on a pool recycled every 5 tasks
-    results = [app.send_task("kit_observe.pid") for _ in range(N)]
+    results = [app.send_task("kit_observe.pid", (0.05,)) for _ in range(N)]
     failures = [app.send_task("kit_observe.fail") for _ in range(3)]
     retries = [app.send_task("kit_observe.retry_once", (uuid.uuid4().hex,)) for _ in range(2)]
     pids = {r.get(timeout=60) for r in results}
@@ -427,7 +427,7 @@ def test_launcher_prepares_the_directory_and_the_worker_removes_it(
         assert Path(directory).is_dir()
         # When it runs tasks in both children
         app = producer(env)
-        results = [app.send_task("kit_observe.pid") for _ in range(10)]
+        results = [app.send_task("kit_observe.pid", (0.2,)) for _ in range(10)]
         assert len({r.get(timeout=60) for r in results}) == 2
 
         # Then nothing is under-counted

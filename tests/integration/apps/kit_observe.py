@@ -23,8 +23,10 @@ def state() -> redis.Redis:
 
 
 @app.task(name="kit_observe.pid")
-def pid() -> int:
-    """Returns the pool process that ran it."""
+def pid(pause_s: float = 0.0) -> int:
+    """Returns the pool process that ran it (after ``pause_s``: a busy child makes the
+    main process hand the next task to another one)."""
+    time.sleep(pause_s)
     return os.getpid()
 
 
