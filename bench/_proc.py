@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,3 +50,31 @@ def wait_drained(client: redis.Redis, names: list[str], deadline: float, what: s
             return
         time.sleep(0.002)
     raise TimeoutError(f"{what}: backlog not drained")
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_results(stem: str, data: Any, markdown: str, *, show: bool = True) -> None:
+    """``bench/results/<stem>.json`` and ``.md``; the page is printed unless ``show`` is off."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(markdown)
+    if show:
+        print(markdown)
+
+
+def json_child(code: str, env: dict[str, str], *, timeout_s: float, cwd: Any = None) -> Any:
+    """Run ``code`` in a fresh interpreter; its last line of output, parsed as JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout_s,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr)
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -38,6 +38,7 @@ from kombu.message import Message
 from kombu.serialization import dumps
 from kombu.transport.pyamqp import Message as AmqpMessage
 
+from bench._proc import write_results
 from bench._reliability_apps import build
 from bench.reliability import _drain, _one_run
 from celery_kit import Settings, make_app
@@ -47,7 +48,6 @@ from celery_kit.tasks.envelope import check_raw
 from celery_kit.testing import RedisServer, WorkerFactory
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
 N = int(os.environ.get("BENCH_ENVELOPE_N", "1500"))
 REPS = int(os.environ.get("BENCH_ENVELOPE_REPS", "3"))
 ITERATIONS = 20_000
@@ -283,11 +283,8 @@ def main() -> None:
         finally:
             factory.stop_all()
     took = time.monotonic() - started
-    RESULTS.mkdir(exist_ok=True)
     data = {"in_process_us": micro, "workers": workers, "n": N, "reps": REPS}
-    (RESULTS / "envelope.json").write_text(json.dumps(data, indent=2) + "\n")
-    (RESULTS / "envelope.md").write_text(_report(micro, workers, took))
-    print((RESULTS / "envelope.md").read_text())
+    write_results("envelope", data, _report(micro, workers, took))
 
 
 if __name__ == "__main__":

@@ -19,13 +19,10 @@ Writes ``bench/results/metrics.md`` and ``metrics.json``.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import textwrap
 import time
@@ -34,13 +31,12 @@ from typing import Any
 
 import celery
 
-from bench._proc import cpu_s, remaining, tree_cpu_s, wait_drained
+from bench._proc import cpu_s, json_child, remaining, tree_cpu_s, wait_drained, write_results
 from celery_kit import Settings, make_app
 from celery_kit.observability.depth import redis_list_names
 from celery_kit.testing import RedisServer, WorkerFactory
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
 #: Tasks per drain.
 BACKLOG = 3000
 #: Rounds (each runs every set-up once, in rotating order); medians are reported.
@@ -164,12 +160,7 @@ def micro() -> dict[str, float]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_")}
         env["PROMETHEUS_MULTIPROC_DIR"] = directory
         code = textwrap.dedent(_MICRO.format(root=str(ROOT), calls=CALLS))
-        done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
-        )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr)
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+        result: dict[str, float] = json_child(code, env, timeout_s=300)
     return result
 
 
@@ -179,7 +170,6 @@ def _pct(value: float, base: float) -> float:
 
 def main() -> None:
     """Run the comparison and write the results."""
-    RESULTS.mkdir(exist_ok=True)
     runs: dict[str, list[float]] = {s: [] for s in SETUPS}
     cpu: dict[str, list[float]] = {s: [] for s in SETUPS}
     redis_cpu: dict[str, list[float]] = {s: [] for s in SETUPS}
@@ -242,8 +232,7 @@ def main() -> None:
             "platform": platform.platform(),
         },
     }
-    (RESULTS / "metrics.json").write_text(json.dumps(data, indent=2) + "\n")
-    (RESULTS / "metrics.md").write_text(_markdown(data))
+    write_results("metrics", data, _markdown(data), show=False)
     print(
         f"   CPU per task: metrics {cpu_cost['metrics']:+.1f}% (receivers {receivers_pct:.1f}%),"
         f" events {cpu_cost['events']:+.1f}%; throughput: metrics {-cost['metrics']:+.1f}%,"

@@ -17,19 +17,17 @@ best of several repeats. Writes ``bench/results/metrics_cost.{md,json}``.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
+from bench._proc import json_child, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
 CALLS = int(os.environ.get("BENCH_METRICS_COST_CALLS", "20000"))
 REPEATS = int(os.environ.get("BENCH_METRICS_COST_REPEATS", "7"))
 VARIANTS = ("kit", "kit_metrics")
@@ -114,12 +112,7 @@ def run_variant(variant: str) -> dict[str, float]:
                 root=str(ROOT), metrics=variant == "kit_metrics", calls=CALLS, repeats=REPEATS
             )
         )
-        done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
-        )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr)
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+        result: dict[str, float] = json_child(code, env, timeout_s=600)
     return result
 
 
@@ -159,7 +152,4 @@ def main() -> None:
         "repeats": REPEATS,
         "variants": variants,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "metrics_cost.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "metrics_cost.md").write_text(render(report))
-    print((RESULTS / "metrics_cost.md").read_text())
+    write_results("metrics_cost", report, render(report))

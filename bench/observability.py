@@ -20,13 +20,10 @@ JSON formatter in-process. Writes ``bench/results/observability.md`` and ``.json
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,13 +33,12 @@ from typing import Any
 
 import celery
 
-from bench._proc import cpu_s, remaining, tree_cpu_s, wait_drained
+from bench._proc import cpu_s, json_child, remaining, tree_cpu_s, wait_drained, write_results
 from celery_kit import Settings, make_app
 from celery_kit.observability.depth import redis_list_names
 from celery_kit.testing import RedisServer, WorkerFactory
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
 BACKLOG = 2000
 ROUNDS = 3
 SETUPS = ("plain", "kit-bare", "kit", "json", "tracing", "tracing-noexport")
@@ -195,17 +191,12 @@ def micro_tracing() -> dict[str, float]:
     """µs per eagerly applied no-op task, untraced then traced (a fresh interpreter)."""
     code = _TRACING_MICRO.replace("N)", f"{RECORDS // 10})")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CELERY"))}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr)
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, float] = json_child(code, env, timeout_s=300, cwd=ROOT)
     return result
 
 
 def main() -> None:
     """Run the comparison and write the results."""
-    RESULTS.mkdir(exist_ok=True)
     rates: dict[str, list[float]] = {s: [] for s in SETUPS}
     cpu: dict[str, list[float]] = {s: [] for s in SETUPS}
     redis_cpu: dict[str, list[float]] = {s: [] for s in SETUPS}
@@ -273,8 +264,7 @@ def main() -> None:
             "platform": platform.platform(),
         },
     }
-    (RESULTS / "observability.json").write_text(json.dumps(data, indent=2) + "\n")
-    (RESULTS / "observability.md").write_text(_markdown(data))
+    write_results("observability", data, _markdown(data), show=False)
     print("   drains, CPU per task vs kit-bare: "
           + ", ".join(f"{s} {cost[s]:+.1f}%" for s in SETUPS))  # fmt: skip
     print(f"   judged: filter {filter_pct:.2f}%, JSON + filter {logs_pct:.2f}%,"

@@ -55,7 +55,7 @@ from bench import _overhead_profile as prof
 from bench._overhead_apps import build
 from bench._overhead_confirms import MODES, RawProducer
 from bench._overhead_render import render, render_profile, render_publish
-from bench._proc import cpu_s
+from bench._proc import cpu_s, write_results
 from celery_kit.testing import DEFAULT_AMQP_URL, RedisServer, WorkerFactory, WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -369,10 +369,7 @@ def publish_only() -> None:
         "publish_n": PUBLISH_N,
         "publish": pub,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "overhead-publish.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "overhead-publish.md").write_text(render_publish(report))
-    print((RESULTS / "overhead-publish.md").read_text())
+    write_results("overhead-publish", report, render_publish(report))
 
 
 def main() -> None:
@@ -442,9 +439,7 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     stem = "overhead-cases" if CASES else "overhead"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / f"{stem}.md").write_text(render(report))
-    print((RESULTS / f"{stem}.md").read_text())
+    write_results(stem, report, render(report))
     if profile:
         when = {"when": report["when"], "load": report["load_before"], "n": N}
         (RESULTS / "overhead-profile.json").write_text(json.dumps(profile, indent=2) + "\n")
