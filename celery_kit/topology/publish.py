@@ -41,8 +41,6 @@ __all__ = [
 #: Message options under which Celery embeds the rest of a canvas in a task message.
 _EMBEDDED = ("link", "link_error", "callbacks", "errbacks", "chain", "chord")
 
-#: ``as_task_v2``'s parameters up to ``chain``, in the order Celery's ``send_task`` passes
-#: them positionally (``celery/app/amqp.py``, Celery 5.x).
 #: ``as_task_v2``'s parameters in Celery's own order (read from the installed Celery, so
 #: a release that reorders them moves the positions with it; one that drops a name the
 #: kit reads fails here, at import, instead of checking the wrong argument).
